@@ -1,0 +1,74 @@
+//! Command-line interface definitions (clap).
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "moat",
+    version,
+    about = "Run AI agents in a Linux sandbox: own namespaces, only the files a profile grants, no network of their own"
+)]
+pub struct Cli {
+    /// Say what moat sets up and what the kernel enforced.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a command in a sandbox built from a profile.
+    Exec(ExecArgs),
+    /// List, show and check profiles.
+    #[command(subcommand)]
+    Profile(ProfileCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Profile name (built-in, user or system) or path to a TOML file.
+    #[arg(short, long, default_value = "default")]
+    pub profile: String,
+
+    /// Directory the command works in, read-write inside (default: the
+    /// current directory).
+    #[arg(short, long)]
+    pub workspace: Option<PathBuf>,
+
+    /// Set an environment variable inside the sandbox (repeatable).
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+
+    /// Allow a workspace that is `/`, your home directory or one of its
+    /// parents (this exposes everything under it to the command).
+    #[arg(long)]
+    pub force_workspace: bool,
+
+    /// The command and its arguments.
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProfileCommand {
+    /// List the profiles moat can find (built-in, system, user).
+    List,
+    /// Print a profile fully resolved (after `extends`) as TOML.
+    Show {
+        /// Profile name or path.
+        name: String,
+    },
+    /// Check a profile file for errors without running anything.
+    Check {
+        /// Path to a profile TOML file.
+        file: PathBuf,
+    },
+}

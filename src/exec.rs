@@ -1,0 +1,185 @@
+//! `moat exec`: turns the command line and a profile into a sandbox [`Spec`]
+//! and runs it.
+
+use crate::cli::ExecArgs;
+use crate::environment::{self, EnvRequest, Identity};
+use crate::mount_plan::{self, Context, RealHost};
+use crate::sandbox::{self, Outcome, Spec};
+use crate::workspace;
+use anyhow::{anyhow, bail, Context as _, Result};
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+
+/// Exit status for moat's own failures (bad profile, setup error), kept
+/// apart from 126/127 and from what the command itself returns.
+pub const EXIT_MOAT_ERROR: i32 = 125;
+
+/// Who is calling: the ids that map into the sandbox and the home that
+/// becomes an empty tmpfs.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+    pub user: String,
+    pub home: PathBuf,
+}
+
+impl Caller {
+    pub fn current() -> Result<Caller> {
+        let uid = nix::unistd::geteuid();
+        let gid = nix::unistd::getegid();
+        let pw = nix::unistd::User::from_uid(uid).ok().flatten();
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .filter(|h| h.is_absolute() && h != Path::new("/"))
+            .or_else(|| pw.as_ref().map(|p| p.dir.clone()))
+            .ok_or_else(|| anyhow!("cannot tell your home directory: set HOME"))?;
+        let user = pw
+            .map(|p| p.name)
+            .or_else(|| std::env::var("USER").ok())
+            .unwrap_or_else(|| uid.to_string());
+        Ok(Caller {
+            uid: uid.as_raw(),
+            gid: gid.as_raw(),
+            user,
+            home,
+        })
+    }
+}
+
+fn cstring(s: impl Into<Vec<u8>>, what: &str) -> Result<CString> {
+    CString::new(s).map_err(|_| anyhow!("{what} contains a NUL byte"))
+}
+
+/// Builds the spec. Every check that can fail happens here, before any
+/// namespace exists, so a bad input never leaves a half-built sandbox.
+pub fn prepare(args: &ExecArgs, caller: &Caller, verbose: bool) -> Result<(Spec, Vec<PathBuf>)> {
+    let profile = crate::profile::load(&args.profile).map_err(|e| anyhow!("{e}"))?;
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let ws = workspace::resolve(
+        args.workspace.as_deref(),
+        &cwd,
+        &caller.home,
+        args.force_workspace,
+    )?;
+    let plan = mount_plan::build(
+        &profile,
+        &Context {
+            home: caller.home.clone(),
+            workspace: ws.dir.clone(),
+        },
+        &RealHost,
+    )
+    .map_err(|e| anyhow!("profile `{}`: {e}", profile.name))?;
+
+    let cli_env = args
+        .env
+        .iter()
+        .map(|a| environment::parse_assignment(a).map_err(|e| anyhow!(e)))
+        .collect::<Result<Vec<_>>>()?;
+    let host_env: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
+    let cwd_str = ws.cwd.to_string_lossy().into_owned();
+    let env = environment::build(&EnvRequest {
+        host: &host_env,
+        pass: &profile.pass_env,
+        profile_env: &profile.env,
+        cli_env: &cli_env,
+        identity: &Identity {
+            home: caller.home.to_string_lossy().into_owned(),
+            user: caller.user.clone(),
+        },
+        cwd: &cwd_str,
+    });
+    let path = env
+        .get("PATH")
+        .map(|p| p.split(':').map(PathBuf::from).collect())
+        .unwrap_or_default();
+    let env = env
+        .iter()
+        .map(|(k, v)| cstring(format!("{k}={v}"), &format!("environment variable {k}")))
+        .collect::<Result<Vec<_>>>()?;
+    if args.command.is_empty() {
+        bail!("no command given: moat exec [OPTIONS] -- CMD [ARGS]");
+    }
+    let argv = args
+        .command
+        .iter()
+        .map(|a| cstring(a.as_str(), "an argument"))
+        .collect::<Result<Vec<_>>>()?;
+
+    if verbose {
+        eprintln!(
+            "moat: profile {} ({})",
+            profile.name,
+            profile.sources.join(" <- ")
+        );
+        eprintln!(
+            "moat: workspace {} (cwd {})",
+            ws.dir.display(),
+            ws.cwd.display()
+        );
+        for step in &plan.steps {
+            eprintln!("moat:   {step:?}");
+        }
+    }
+    let absent = plan.absent_protected.clone();
+    Ok((
+        Spec {
+            plan,
+            hostname: profile.hostname.clone(),
+            argv,
+            env,
+            path,
+            cwd: ws.cwd,
+            uid: caller.uid,
+            gid: caller.gid,
+            use_pty: sandbox::pty::wanted(),
+        },
+        absent,
+    ))
+}
+
+/// Runs `moat exec`; returns the process exit status.
+pub fn run(args: &ExecArgs, verbose: bool) -> i32 {
+    let prepared = Caller::current().and_then(|c| prepare(args, &c, verbose));
+    let (spec, absent) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("moat: {e:#}");
+            return EXIT_MOAT_ERROR;
+        }
+    };
+    let outcome = match sandbox::run(&spec) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("moat: {e}");
+            return EXIT_MOAT_ERROR;
+        }
+    };
+    if let Outcome::NotStarted { message, .. } = &outcome {
+        eprintln!("moat: {message}");
+    }
+    // A protected path that did not exist could not be mounted over; if the
+    // command created it, the owner should look before the host runs it.
+    for p in absent {
+        if std::fs::symlink_metadata(&p).is_ok() {
+            eprintln!(
+                "moat: warning: the command created {} (a protected path that did not exist when the run started); review it before your tools use it",
+                p.display()
+            );
+        }
+    }
+    if verbose {
+        if let Outcome::Finished(s) = outcome {
+            if libc::WIFSIGNALED(s) {
+                eprintln!(
+                    "moat: the command was killed by signal {}",
+                    libc::WTERMSIG(s)
+                );
+            }
+        }
+    }
+    outcome.exit_code()
+}

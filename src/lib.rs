@@ -1,0 +1,21 @@
+//! moat: a Linux-native sandbox supervisor for AI agents.
+//!
+//! The crate is split so that policy (what is allowed) is plain data that
+//! unit tests can check without a kernel, and the kernel-facing code that
+//! applies it stays thin:
+//!
+//! - [`profile`]: TOML profiles, `extends`, validation.
+//! - [`environment`]: which variables reach the sandbox.
+//! - [`mount_plan`]: the file system view as a list of mount steps.
+//! - [`workspace`]: choosing and vetting the workspace directory.
+//! - [`sandbox`]: namespaces, mounts, init, pty and signal relay.
+//! - [`userns`]: diagnosing why user namespaces are unavailable.
+
+pub mod cli;
+pub mod environment;
+pub mod exec;
+pub mod mount_plan;
+pub mod profile;
+pub mod sandbox;
+pub mod userns;
+pub mod workspace;

@@ -1,0 +1,17 @@
+use clap::Parser;
+use moat::cli::{Cli, Command};
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match &cli.command {
+        Command::Exec(args) => moat::exec::run(args, cli.verbose),
+        Command::Profile(cmd) => match moat::profile::run(cmd) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("moat: {e:#}");
+                moat::exec::EXIT_MOAT_ERROR
+            }
+        },
+    };
+    std::process::exit(code);
+}

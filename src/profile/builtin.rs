@@ -1,0 +1,58 @@
+//! Profiles compiled into the binary, so moat works with no files installed.
+
+/// Every `profiles/*.toml` of the source tree, by name. A test fails when a
+/// file there is missing from this list.
+const BUILTINS: &[(&str, &str)] = &[("default", include_str!("../../profiles/default.toml"))];
+
+/// The built-in profile `name`, as (its static name, its text).
+pub(crate) fn get(name: &str) -> Option<(&'static str, &'static str)> {
+    BUILTINS.iter().find(|(n, _)| *n == name).copied()
+}
+
+pub(crate) fn names() -> Vec<&'static str> {
+    BUILTINS.iter().map(|(name, _)| *name).collect()
+}
+
+/// How a built-in is named in `Profile::sources` and error messages.
+pub(crate) fn label(name: &str) -> String {
+    format!("builtin:{name}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::error::Doc;
+    use crate::profile::raw;
+
+    #[test]
+    fn every_profiles_file_is_built_in() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles");
+        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| {
+                let name = e.unwrap().file_name().into_string().ok()?;
+                name.strip_suffix(".toml").map(str::to_string)
+            })
+            .collect();
+        on_disk.sort();
+        let mut built_in: Vec<String> = names().iter().map(|n| n.to_string()).collect();
+        built_in.sort();
+        assert_eq!(
+            on_disk, built_in,
+            "update BUILTINS in src/profile/builtin.rs"
+        );
+        for &(name, text) in BUILTINS {
+            let file = dir.join(format!("{name}.toml"));
+            assert_eq!(std::fs::read_to_string(file).unwrap(), text);
+        }
+    }
+
+    #[test]
+    fn every_builtin_is_valid() {
+        for &(name, text) in BUILTINS {
+            let file = label(name);
+            raw::parse(&Doc { file: &file, text }).unwrap();
+            assert!(raw::check_name(name).is_ok());
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! The channel between the supervisor and the sandbox's init: a
+//! SOCK_SEQPACKET socketpair, so each message arrives whole, and file
+//! descriptors (the pty master) can travel with SCM_RIGHTS.
+
+use nix::sys::socket::{
+    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
+    SockFlag, SockType,
+};
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// Messages, each one datagram: a tag byte and a payload.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Msg {
+    /// Supervisor -> init: user namespace maps are written; go on.
+    Go,
+    /// Init -> supervisor: the pty master (sent with the fd).
+    Pty,
+    /// Init -> supervisor: setting up the sandbox failed.
+    SetupFailed(String),
+    /// Init -> supervisor: the command could not be executed (errno).
+    ExecFailed { errno: i32, what: String },
+    /// Init -> supervisor: the command is running.
+    Started,
+    /// Init -> supervisor: the command ended with this wait status.
+    Exited(i32),
+}
+
+impl Msg {
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::new();
+        match self {
+            Msg::Go => v.push(b'G'),
+            Msg::Pty => v.push(b'P'),
+            Msg::SetupFailed(s) => {
+                v.push(b'F');
+                v.extend_from_slice(s.as_bytes());
+            }
+            Msg::ExecFailed { errno, what } => {
+                v.push(b'N');
+                v.extend_from_slice(&errno.to_le_bytes());
+                v.extend_from_slice(what.as_bytes());
+            }
+            Msg::Started => v.push(b'S'),
+            Msg::Exited(status) => {
+                v.push(b'X');
+                v.extend_from_slice(&status.to_le_bytes());
+            }
+        }
+        v
+    }
+
+    fn decode(b: &[u8]) -> Option<Msg> {
+        let (tag, rest) = b.split_first()?;
+        let int =
+            |r: &[u8]| -> Option<i32> { Some(i32::from_le_bytes(r.get(..4)?.try_into().ok()?)) };
+        Some(match tag {
+            b'G' => Msg::Go,
+            b'P' => Msg::Pty,
+            b'F' => Msg::SetupFailed(String::from_utf8_lossy(rest).into_owned()),
+            b'N' => Msg::ExecFailed {
+                errno: int(rest)?,
+                what: String::from_utf8_lossy(&rest[4..]).into_owned(),
+            },
+            b'S' => Msg::Started,
+            b'X' => Msg::Exited(int(rest)?),
+            _ => return None,
+        })
+    }
+}
+
+pub struct Channel(pub OwnedFd);
+
+pub fn pair() -> nix::Result<(Channel, Channel)> {
+    let (a, b) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )?;
+    Ok((Channel(a), Channel(b)))
+}
+
+impl Channel {
+    pub fn send(&self, msg: &Msg) -> nix::Result<()> {
+        self.send_with_fd(msg, None)
+    }
+
+    pub fn send_with_fd(&self, msg: &Msg, fd: Option<RawFd>) -> nix::Result<()> {
+        let data = msg.encode();
+        let iov = [IoSlice::new(&data)];
+        let fds;
+        let cmsgs: Vec<ControlMessage> = match fd {
+            Some(f) => {
+                fds = [f];
+                vec![ControlMessage::ScmRights(&fds)]
+            }
+            None => vec![],
+        };
+        sendmsg::<()>(
+            self.0.as_raw_fd(),
+            &iov,
+            &cmsgs,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )?;
+        Ok(())
+    }
+
+    /// Receives one message; `None` at end of stream (the peer is gone).
+    pub fn recv(&self) -> nix::Result<Option<(Msg, Option<OwnedFd>)>> {
+        let mut buf = [0u8; 4096];
+        let mut cmsg = nix::cmsg_space!([RawFd; 1]);
+        let (n, fd) = {
+            let mut iov = [IoSliceMut::new(&mut buf)];
+            let r = loop {
+                match recvmsg::<()>(
+                    self.0.as_raw_fd(),
+                    &mut iov,
+                    Some(&mut cmsg),
+                    MsgFlags::MSG_CMSG_CLOEXEC,
+                ) {
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    other => break other?,
+                }
+            };
+            let mut fd = None;
+            for c in r.cmsgs()? {
+                if let ControlMessageOwned::ScmRights(fds) = c {
+                    for f in fds {
+                        // SAFETY: SCM_RIGHTS just installed `f` in our fd
+                        // table and nothing else owns it.
+                        let owned = unsafe { OwnedFd::from_raw_fd(f) };
+                        if fd.is_none() {
+                            fd = Some(owned);
+                        }
+                    }
+                }
+            }
+            (r.bytes, fd)
+        };
+        if n == 0 {
+            return Ok(None);
+        }
+        Ok(Msg::decode(&buf[..n]).map(|m| (m, fd)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_with_fd() {
+        let (a, b) = pair().unwrap();
+        for m in [
+            Msg::Go,
+            Msg::Started,
+            Msg::Exited(0x8f00),
+            Msg::SetupFailed("boom".into()),
+            Msg::ExecFailed {
+                errno: 2,
+                what: "foo".into(),
+            },
+        ] {
+            a.send(&m).unwrap();
+            assert_eq!(b.recv().unwrap().unwrap().0, m);
+        }
+        let f = std::fs::File::open("/dev/null").unwrap();
+        a.send_with_fd(&Msg::Pty, Some(f.as_raw_fd())).unwrap();
+        let (m, fd) = b.recv().unwrap().unwrap();
+        assert_eq!(m, Msg::Pty);
+        assert!(fd.is_some());
+        drop(a);
+        assert!(b.recv().unwrap().is_none());
+    }
+}
