@@ -125,6 +125,9 @@ pub fn prepare(args: &ExecArgs, caller: &Caller, verbose: bool) -> Result<(Spec,
         }
     }
     let absent = plan.absent_protected.clone();
+    let landlock = crate::landlock_policy::rules(&plan, &profile, &caller.home);
+    let seccomp = crate::seccomp_policy::compile(&profile.seccomp)
+        .map_err(|e| anyhow!("profile `{}`: [seccomp]: {e}", profile.name))?;
     Ok((
         Spec {
             plan,
@@ -136,6 +139,8 @@ pub fn prepare(args: &ExecArgs, caller: &Caller, verbose: bool) -> Result<(Spec,
             uid: caller.uid,
             gid: caller.gid,
             use_pty: sandbox::pty::wanted(),
+            landlock,
+            seccomp,
         },
         absent,
     ))
@@ -151,13 +156,48 @@ pub fn run(args: &ExecArgs, verbose: bool) -> i32 {
             return EXIT_MOAT_ERROR;
         }
     };
-    let outcome = match sandbox::run(&spec) {
-        Ok(o) => o,
+    let report = match sandbox::run(&spec) {
+        Ok(r) => r,
         Err(e) => {
             eprintln!("moat: {e}");
             return EXIT_MOAT_ERROR;
         }
     };
+    if verbose {
+        let h = &report.hardening;
+        eprintln!(
+            "moat: landlock: ABI {}, {} enforced{}",
+            h.landlock.abi,
+            h.landlock.status,
+            h.landlock
+                .notes
+                .iter()
+                .map(|n| format!("; {n}"))
+                .collect::<String>()
+        );
+        eprintln!(
+            "moat: capabilities: {}; no_new_privs: {}",
+            if h.capabilities.all_dropped {
+                "all dropped"
+            } else {
+                "NOT all dropped"
+            },
+            h.capabilities.no_new_privs
+        );
+        eprintln!(
+            "moat: seccomp: {} ({} syscall rules)",
+            if h.seccomp.installed {
+                "installed"
+            } else {
+                "NOT installed"
+            },
+            h.seccomp.denied_syscalls
+        );
+    }
+    for line in &report.ended_by {
+        eprintln!("moat: {line}");
+    }
+    let outcome = report.outcome;
     if let Outcome::NotStarted { message, .. } = &outcome {
         eprintln!("moat: {message}");
     }

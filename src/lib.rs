@@ -14,8 +14,10 @@
 pub mod cli;
 pub mod environment;
 pub mod exec;
+pub mod landlock_policy;
 pub mod mount_plan;
 pub mod profile;
 pub mod sandbox;
+pub mod seccomp_policy;
 pub mod userns;
 pub mod workspace;

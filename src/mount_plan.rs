@@ -475,6 +475,7 @@ mod tests {
                 protect: protect.iter().map(|s| s.to_string()).collect(),
                 workspace: WorkspaceAccess::ReadWrite,
             },
+            ..Profile::default()
         }
     }
 

@@ -27,6 +27,83 @@ pub struct Profile {
     /// Variables set inside the sandbox (after the pass-through ones).
     pub env: BTreeMap<String, String>,
     pub filesystem: Filesystem,
+    pub landlock: Landlock,
+    pub seccomp: Seccomp,
+    pub limits: Limits,
+}
+
+/// Whether a hardening layer must be fully enforced for the run to start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Enforcement {
+    /// Use what the kernel offers; report what was enforced.
+    #[default]
+    BestEffort,
+    /// Refuse to start unless the kernel enforces all of it.
+    Required,
+}
+
+/// TCP ports a Landlock rule allows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Ports {
+    /// Not restricted by Landlock (TOML: `"any"`).
+    Any,
+    /// Only these ports (TOML: an array of port numbers; empty = none).
+    Only(Vec<u16>),
+}
+
+/// `[landlock]`: the second wall behind the mount namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Landlock {
+    pub mode: Enforcement,
+    /// Ports the sandbox may connect to over TCP (ABI 4+). Default: none.
+    pub connect_tcp: Ports,
+    /// Ports the sandbox may bind over TCP (ABI 4+). Default: any, since the
+    /// network namespace has only `lo` and a bound port is reachable only
+    /// from inside.
+    pub bind_tcp: Ports,
+    /// Paths mounted into the sandbox that get no Landlock rule: visible but
+    /// unusable. For checking that Landlock stands on its own.
+    pub skip: Vec<PathSpec>,
+}
+
+impl Default for Landlock {
+    fn default() -> Self {
+        Landlock {
+            mode: Enforcement::BestEffort,
+            connect_tcp: Ports::Only(Vec::new()),
+            bind_tcp: Ports::Any,
+            skip: Vec::new(),
+        }
+    }
+}
+
+/// `[seccomp]`: changes to moat's built-in syscall denylist.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Seccomp {
+    /// Further syscalls to deny with EPERM (names, e.g. `"chroot"`).
+    pub deny: Vec<String>,
+    /// Syscalls or groups from the built-in list to allow back (e.g.
+    /// `"ptrace"`), for tools that truly need them.
+    pub allow: Vec<String>,
+}
+
+/// `[limits]`: cgroup limits and a wall-clock timeout. `None` = no limit.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Limits {
+    /// Memory in bytes (TOML: `"512M"`, `"2G"`, or a number of bytes).
+    pub memory: Option<u64>,
+    /// Maximum number of processes and threads.
+    pub pids: Option<u64>,
+    /// CPU in thousandths of a core (TOML: `cpu = 1.5` cores).
+    pub cpu_millis: Option<u64>,
+    /// Wall-clock limit in milliseconds (TOML: `"30s"`, `"10m"`, `"2h"`, or
+    /// a number of seconds).
+    pub timeout_ms: Option<u64>,
+    /// Refuse to start when the limits cannot be enforced (e.g. rootless
+    /// without a delegated cgroup), instead of warning and running without.
+    pub required: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -76,6 +153,9 @@ impl Default for Profile {
             pass_env: Vec::new(),
             env: BTreeMap::new(),
             filesystem: Filesystem::default(),
+            landlock: Landlock::default(),
+            seccomp: Seccomp::default(),
+            limits: Limits::default(),
         }
     }
 }

@@ -20,6 +20,9 @@ pub enum Msg {
     SetupFailed(String),
     /// Init -> supervisor: the command could not be executed (errno).
     ExecFailed { errno: i32, what: String },
+    /// Init -> supervisor: what the hardening layers enforced (JSON of
+    /// `harden::Report`).
+    Hardened(String),
     /// Init -> supervisor: the command is running.
     Started,
     /// Init -> supervisor: the command ended with this wait status.
@@ -40,6 +43,10 @@ impl Msg {
                 v.push(b'N');
                 v.extend_from_slice(&errno.to_le_bytes());
                 v.extend_from_slice(what.as_bytes());
+            }
+            Msg::Hardened(s) => {
+                v.push(b'H');
+                v.extend_from_slice(s.as_bytes());
             }
             Msg::Started => v.push(b'S'),
             Msg::Exited(status) => {
@@ -62,6 +69,7 @@ impl Msg {
                 errno: int(rest)?,
                 what: String::from_utf8_lossy(&rest[4..]).into_owned(),
             },
+            b'H' => Msg::Hardened(String::from_utf8_lossy(rest).into_owned()),
             b'S' => Msg::Started,
             b'X' => Msg::Exited(int(rest)?),
             _ => return None,

@@ -72,6 +72,21 @@ pub fn run(spec: &Spec, chan: Channel) -> ! {
         None => None,
     };
 
+    // Every layer goes on before the command exists, so its first
+    // instruction already runs confined.
+    match super::harden::apply(spec) {
+        Ok(report) => {
+            let json = serde_json::to_string(&report).unwrap_or_default();
+            if chan.send(&Msg::Hardened(json)).is_err() {
+                exit(1);
+            }
+        }
+        Err(e) => {
+            let _ = chan.send(&Msg::SetupFailed(e));
+            exit(1);
+        }
+    }
+
     let child = match start_command(spec, slave.as_deref()) {
         Ok(pid) => pid,
         Err((errno, what)) => {

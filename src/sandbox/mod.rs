@@ -4,11 +4,15 @@
 //! cgroup namespaces, writes its uid/gid maps, then relays signals and the
 //! terminal until the command exits. See `init` for the inside.
 
+pub mod caps;
 pub mod control;
+pub mod harden;
 pub mod init;
+pub mod landlock;
 pub mod mounts;
 pub mod net;
 pub mod pty;
+pub mod seccomp;
 
 use crate::mount_plan::Plan;
 use control::Msg;
@@ -36,6 +40,8 @@ pub struct Spec {
     pub uid: u32,
     pub gid: u32,
     pub use_pty: bool,
+    pub landlock: crate::landlock_policy::Rules,
+    pub seccomp: seccomp::Program,
 }
 
 impl Spec {
@@ -68,6 +74,17 @@ pub enum RunError {
     Setup(String),
     #[error("{0}")]
     Internal(String),
+}
+
+/// Everything the supervisor learned about a run.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub outcome: Outcome,
+    /// What the kernel enforced (empty when the command never started).
+    pub hardening: harden::Report,
+    /// Why the run ended early, when moat ended it (a limit, the timeout),
+    /// one line each, for the user.
+    pub ended_by: Vec<String>,
 }
 
 /// How the command ended, as the supervisor saw it.
@@ -124,7 +141,7 @@ fn write_maps(pid: Pid, uid: u32, gid: u32) -> Result<(), (Errno, String)> {
 
 /// Runs `spec` to completion. Must be called while the process is still
 /// single-threaded: the clone child runs Rust code that may allocate.
-pub fn run(spec: &Spec) -> Result<Outcome, RunError> {
+pub fn run(spec: &Spec) -> Result<RunReport, RunError> {
     let internal = |what: &str, e: Errno| RunError::Internal(format!("{what}: {}", e.desc()));
     // Blocked here and waited for synchronously below; init inherits the
     // mask and waits for the same set.
@@ -174,9 +191,13 @@ pub fn run(spec: &Spec) -> Result<Outcome, RunError> {
         .map_err(|e| fail(internal("control channel", e)))?;
 
     let mut master = None;
+    let mut hardening = harden::Report::default();
     loop {
         match ours.recv() {
             Ok(Some((Msg::Pty, fd))) => master = fd,
+            Ok(Some((Msg::Hardened(json), _))) => {
+                hardening = serde_json::from_str(&json).unwrap_or_default();
+            }
             Ok(Some((Msg::Started, _))) => break,
             Ok(Some((Msg::SetupFailed(m), _))) => return Err(fail(RunError::Setup(m))),
             Ok(Some((Msg::ExecFailed { errno, what }, _))) => {
@@ -188,7 +209,11 @@ pub fn run(spec: &Spec) -> Result<Outcome, RunError> {
                         format!("{what}: cannot run: {}", Errno::from_raw(errno).desc()),
                     ),
                 };
-                return Ok(Outcome::NotStarted { code, message });
+                return Ok(RunReport {
+                    outcome: Outcome::NotStarted { code, message },
+                    hardening,
+                    ended_by: Vec::new(),
+                });
             }
             Ok(Some(_)) => {}
             Ok(None) | Err(_) => {
@@ -239,7 +264,11 @@ pub fn run(spec: &Spec) -> Result<Outcome, RunError> {
     }
     drop(raw);
     match status {
-        Some(s) => Ok(Outcome::Finished(s)),
+        Some(s) => Ok(RunReport {
+            outcome: Outcome::Finished(s),
+            hardening,
+            ended_by: Vec::new(),
+        }),
         None => Err(RunError::Internal(format!(
             "the sandbox's init ended without reporting the command's status (init wait status {init_status:#x})"
         ))),
