@@ -25,6 +25,15 @@ pub enum Command {
     /// List, show and check profiles.
     #[command(subcommand)]
     Profile(ProfileCommand),
+    /// Report what this kernel offers and what moat will enforce.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Print machine-readable JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

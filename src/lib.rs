@@ -11,7 +11,9 @@
 //! - [`sandbox`]: namespaces, mounts, init, pty and signal relay.
 //! - [`userns`]: diagnosing why user namespaces are unavailable.
 
+pub mod cgroup;
 pub mod cli;
+pub mod doctor;
 pub mod environment;
 pub mod exec;
 pub mod landlock_policy;

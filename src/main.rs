@@ -5,6 +5,7 @@ fn main() {
     let cli = Cli::parse();
     let code = match &cli.command {
         Command::Exec(args) => moat::exec::run(args, cli.verbose),
+        Command::Doctor(args) => moat::doctor::run(args),
         Command::Profile(cmd) => match moat::profile::run(cmd) {
             Ok(code) => code,
             Err(e) => {
