@@ -27,6 +27,8 @@ pub enum Command {
     Profile(ProfileCommand),
     /// Report what this kernel offers and what moat will enforce.
     Doctor(DoctorArgs),
+    /// List recorded runs: id, exit status, profile, what Landlock enforced.
+    Runs,
 }
 
 #[derive(Debug, Args)]

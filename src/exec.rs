@@ -53,7 +53,16 @@ fn cstring(s: impl Into<Vec<u8>>, what: &str) -> Result<CString> {
 
 /// Builds the spec. Every check that can fail happens here, before any
 /// namespace exists, so a bad input never leaves a half-built sandbox.
-pub fn prepare(args: &ExecArgs, caller: &Caller, verbose: bool) -> Result<(Spec, Vec<PathBuf>)> {
+/// A run ready to start: the sandbox spec plus what the run record and the
+/// after-run checks need.
+pub struct Prepared {
+    pub spec: Spec,
+    /// Protected paths absent at start (see `mount_plan::Plan`).
+    pub absent_protected: Vec<PathBuf>,
+    pub record: crate::runs::Record,
+}
+
+pub fn prepare(args: &ExecArgs, caller: &Caller, verbose: bool) -> Result<Prepared> {
     let profile = crate::profile::load(&args.profile).map_err(|e| anyhow!("{e}"))?;
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let ws = workspace::resolve(
@@ -128,8 +137,21 @@ pub fn prepare(args: &ExecArgs, caller: &Caller, verbose: bool) -> Result<(Spec,
     let landlock = crate::landlock_policy::rules(&plan, &profile, &caller.home);
     let seccomp = crate::seccomp_policy::compile(&profile.seccomp)
         .map_err(|e| anyhow!("profile `{}`: [seccomp]: {e}", profile.name))?;
-    Ok((
-        Spec {
+    let record = crate::runs::Record {
+        id: crate::runs::new_id(),
+        started_ms: crate::runs::now_ms(),
+        ended_ms: None,
+        profile: profile.name.clone(),
+        profile_sources: profile.sources.clone(),
+        command: args.command.clone(),
+        workspace: ws.dir.clone(),
+        uid: caller.uid,
+        hardening: None,
+        exit_code: None,
+        ended_by: Vec::new(),
+    };
+    Ok(Prepared {
+        spec: Spec {
             plan,
             hostname: profile.hostname.clone(),
             argv,
@@ -142,14 +164,25 @@ pub fn prepare(args: &ExecArgs, caller: &Caller, verbose: bool) -> Result<(Spec,
             landlock,
             seccomp,
         },
-        absent,
-    ))
+        absent_protected: absent,
+        record,
+    })
 }
 
 /// Runs `moat exec`; returns the process exit status.
 pub fn run(args: &ExecArgs, verbose: bool) -> i32 {
-    let prepared = Caller::current().and_then(|c| prepare(args, &c, verbose));
-    let (spec, absent) = match prepared {
+    let caller = match Caller::current() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("moat: {e:#}");
+            return EXIT_MOAT_ERROR;
+        }
+    };
+    let Prepared {
+        spec,
+        absent_protected: absent,
+        mut record,
+    } = match prepare(args, &caller, verbose) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("moat: {e:#}");
@@ -200,6 +233,16 @@ pub fn run(args: &ExecArgs, verbose: bool) -> i32 {
     let outcome = report.outcome;
     if let Outcome::NotStarted { message, .. } = &outcome {
         eprintln!("moat: {message}");
+    }
+    record.ended_ms = Some(crate::runs::now_ms());
+    record.hardening = Some(report.hardening.clone());
+    record.exit_code = Some(outcome.exit_code());
+    record.ended_by = report.ended_by.clone();
+    let runs_dir = crate::runs::dir(&caller.home);
+    match record.save(&runs_dir) {
+        Ok(path) if verbose => eprintln!("moat: run record {}", path.display()),
+        Ok(_) => {}
+        Err(e) => eprintln!("moat: warning: could not save the run record: {e:#}"),
     }
     // A protected path that did not exist could not be mounted over; if the
     // command created it, the owner should look before the host runs it.

@@ -19,6 +19,7 @@ pub mod exec;
 pub mod landlock_policy;
 pub mod mount_plan;
 pub mod profile;
+pub mod runs;
 pub mod sandbox;
 pub mod seccomp_policy;
 pub mod userns;
