@@ -55,4 +55,39 @@ mod tests {
             assert!(raw::check_name(name).is_ok());
         }
     }
+
+    /// The default's commented-out limits are there to be uncommented; they
+    /// must be valid when they are.
+    #[test]
+    fn default_limit_examples_are_valid() {
+        let (_, text) = get("default").unwrap();
+        let uncommented: String = text
+            .lines()
+            .map(|line| match line.strip_prefix("# ") {
+                Some(rest)
+                    if ["memory =", "cpu =", "timeout ="]
+                        .iter()
+                        .any(|k| rest.starts_with(k)) =>
+                {
+                    rest
+                }
+                _ => line,
+            })
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let layer = raw::parse(&Doc {
+            file: "default.toml",
+            text: &uncommented,
+        })
+        .unwrap();
+        let limits = layer.limits;
+        assert!(limits.memory.is_some(), "no memory example in the default");
+        assert!(limits.cpu_millis.is_some(), "no cpu example in the default");
+        assert!(
+            limits.timeout_ms.is_some(),
+            "no timeout example in the default"
+        );
+        assert_eq!(limits.pids, Some(4096));
+        assert_eq!(limits.required, Some(false));
+    }
 }

@@ -1,7 +1,7 @@
 //! One validated profile file before `extends` is applied, and the rule for
 //! merging a file over its parent.
 
-use super::model::{PathSpec, Profile, WorkspaceAccess};
+use super::model::{Enforcement, PathSpec, Ports, Profile, WorkspaceAccess};
 use std::collections::BTreeMap;
 use toml::Spanned;
 
@@ -16,6 +16,9 @@ pub(crate) struct Layer {
     pub pass_env: Vec<String>,
     pub env: BTreeMap<String, String>,
     pub filesystem: FilesystemLayer,
+    pub landlock: LandlockLayer,
+    pub seccomp: SeccompLayer,
+    pub limits: LimitsLayer,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -28,14 +31,47 @@ pub(crate) struct FilesystemLayer {
     pub protect: Vec<String>,
 }
 
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct LandlockLayer {
+    pub mode: Option<Enforcement>,
+    pub connect_tcp: Option<Ports>,
+    pub bind_tcp: Option<Ports>,
+    pub skip: Vec<PathSpec>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct SeccompLayer {
+    pub deny: Vec<String>,
+    pub allow: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct LimitsLayer {
+    pub memory: Option<u64>,
+    pub pids: Option<u64>,
+    pub cpu_millis: Option<u64>,
+    pub timeout_ms: Option<u64>,
+    pub required: Option<bool>,
+}
+
 impl Layer {
     /// Merges this layer over `profile`, which holds everything its parents
     /// said. Scalars: this layer's value when set. Lists: the parents'
     /// entries, then this layer's, without repeats. `[env]`: union, this
     /// layer winning.
     ///
-    /// Merging only ever adds: a derived profile cannot remove a parent's
-    /// entries, so a profile reads as "the parent, and also ...".
+    /// Lists only ever grow: a derived profile cannot remove a parent's
+    /// entries, so a profile reads as "the parent, and also ...". That holds
+    /// for `landlock.skip`, `seccomp.deny` and `seccomp.allow` too.
+    ///
+    /// Two kinds of value are scalars even though they limit something, and
+    /// so are replaced whole, in either direction:
+    /// - `landlock.connect_tcp` and `bind_tcp` (with `mode`): a port list
+    ///   replaces the parent's instead of adding to it, so that a derived
+    ///   profile can narrow the ports, not only widen them.
+    /// - each `[limits]` field, `required` included: a derived profile can
+    ///   loosen a limit as well as tighten it. It cannot remove one its
+    ///   parent sets (there is no "unlimited" spelling), only raise it.
     pub fn apply_to(self, profile: &mut Profile) {
         if let Some(description) = self.description {
             profile.description = description;
@@ -56,6 +92,38 @@ impl Layer {
         append_paths(&mut fs.mask, layer.mask);
         append_paths(&mut fs.tmpfs, layer.tmpfs);
         append_unique(&mut fs.protect, layer.protect);
+
+        let landlock = &mut profile.landlock;
+        let layer = self.landlock;
+        if let Some(mode) = layer.mode {
+            landlock.mode = mode;
+        }
+        if let Some(ports) = layer.connect_tcp {
+            landlock.connect_tcp = ports;
+        }
+        if let Some(ports) = layer.bind_tcp {
+            landlock.bind_tcp = ports;
+        }
+        append_paths(&mut landlock.skip, layer.skip);
+
+        append_unique(&mut profile.seccomp.deny, self.seccomp.deny);
+        append_unique(&mut profile.seccomp.allow, self.seccomp.allow);
+
+        let limits = &mut profile.limits;
+        let layer = self.limits;
+        for (value, set) in [
+            (&mut limits.memory, layer.memory),
+            (&mut limits.pids, layer.pids),
+            (&mut limits.cpu_millis, layer.cpu_millis),
+            (&mut limits.timeout_ms, layer.timeout_ms),
+        ] {
+            if set.is_some() {
+                *value = set;
+            }
+        }
+        if let Some(required) = layer.required {
+            limits.required = required;
+        }
     }
 }
 
@@ -110,6 +178,23 @@ mod tests {
                 protect: strings(&[".git/hooks", ".envrc"]),
                 ..Default::default()
             },
+            landlock: LandlockLayer {
+                mode: Some(Enforcement::Required),
+                connect_tcp: Some(Ports::Only(vec![443])),
+                bind_tcp: Some(Ports::Only(vec![])),
+                skip: vec![spec("-/srv")],
+            },
+            seccomp: SeccompLayer {
+                deny: strings(&["chroot"]),
+                allow: strings(&["ptrace"]),
+            },
+            limits: LimitsLayer {
+                memory: Some(1 << 30),
+                pids: Some(512),
+                cpu_millis: Some(1500),
+                timeout_ms: Some(1000),
+                required: Some(true),
+            },
             ..Default::default()
         }
     }
@@ -150,6 +235,87 @@ mod tests {
         assert_eq!(p.filesystem.read_write, vec![spec("~/cache")]);
         assert_eq!(p.filesystem.tmpfs, vec![spec("/tmp")]);
         assert_eq!(p.filesystem.protect, [".git/hooks", ".envrc", ".vscode"]);
+    }
+
+    #[test]
+    fn landlock_seccomp_limits_over_parent() {
+        let mut p = Profile::default();
+        Layer {
+            landlock: LandlockLayer {
+                mode: Some(Enforcement::Required),
+                connect_tcp: Some(Ports::Only(vec![80, 443])),
+                bind_tcp: None,
+                skip: vec![spec("/srv/a"), spec("-/srv/b")],
+            },
+            seccomp: SeccompLayer {
+                deny: strings(&["chroot", "acct"]),
+                allow: strings(&["ptrace"]),
+            },
+            limits: LimitsLayer {
+                memory: Some(1 << 30),
+                pids: Some(4096),
+                cpu_millis: Some(2000),
+                timeout_ms: None,
+                required: Some(true),
+            },
+            ..Default::default()
+        }
+        .apply_to(&mut p);
+        assert_eq!(p.landlock.bind_tcp, Ports::Any, "unset: the default");
+
+        Layer {
+            landlock: LandlockLayer {
+                mode: None,
+                // Replaces rather than adds: the child narrows the list.
+                connect_tcp: Some(Ports::Only(vec![443])),
+                bind_tcp: Some(Ports::Only(vec![8080])),
+                skip: vec![spec("/srv/b"), spec("/srv/c")],
+            },
+            seccomp: SeccompLayer {
+                deny: strings(&["acct", "swapon"]),
+                allow: strings(&["ptrace", "mount"]),
+            },
+            limits: LimitsLayer {
+                // Loosened and tightened alike.
+                memory: Some(4 << 30),
+                pids: Some(64),
+                cpu_millis: None,
+                timeout_ms: Some(60_000),
+                required: Some(false),
+            },
+            ..Default::default()
+        }
+        .apply_to(&mut p);
+
+        assert_eq!(p.landlock.mode, Enforcement::Required);
+        assert_eq!(p.landlock.connect_tcp, Ports::Only(vec![443]));
+        assert_eq!(p.landlock.bind_tcp, Ports::Only(vec![8080]));
+        assert_eq!(
+            p.landlock.skip,
+            vec![spec("/srv/a"), spec("/srv/b"), spec("/srv/c")]
+        );
+        assert_eq!(p.seccomp.deny, ["chroot", "acct", "swapon"]);
+        assert_eq!(p.seccomp.allow, ["ptrace", "mount"]);
+        assert_eq!(p.limits.memory, Some(4 << 30));
+        assert_eq!(p.limits.pids, Some(64));
+        assert_eq!(p.limits.cpu_millis, Some(2000));
+        assert_eq!(p.limits.timeout_ms, Some(60_000));
+        assert!(!p.limits.required);
+
+        // "any" replaces a list, and a list replaces "any".
+        Layer {
+            landlock: LandlockLayer {
+                connect_tcp: Some(Ports::Any),
+                bind_tcp: Some(Ports::Only(vec![])),
+                mode: Some(Enforcement::BestEffort),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+        .apply_to(&mut p);
+        assert_eq!(p.landlock.connect_tcp, Ports::Any);
+        assert_eq!(p.landlock.bind_tcp, Ports::Only(vec![]));
+        assert_eq!(p.landlock.mode, Enforcement::BestEffort);
     }
 
     #[test]

@@ -385,7 +385,7 @@ fn read(path: &Path) -> Result<Option<String>, ProfileError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::model::{PathSpec, WorkspaceAccess};
+    use crate::profile::model::{Enforcement, Limits, PathSpec, Ports, WorkspaceAccess};
     use std::fs;
     use tempfile::TempDir;
 
@@ -446,6 +446,57 @@ mod tests {
         assert!(p.filesystem.mask.contains(&optional("/etc/shadow")));
         assert_eq!(p.filesystem.tmpfs[0].to_string(), "/tmp");
         assert!(p.filesystem.protect.contains(&".git/hooks".to_string()));
+        assert_eq!(p.landlock.mode, Enforcement::BestEffort);
+        assert_eq!(p.landlock.connect_tcp, Ports::Only(vec![]));
+        assert_eq!(p.landlock.bind_tcp, Ports::Any);
+        assert!(p.landlock.skip.is_empty());
+        assert!(p.seccomp.deny.is_empty() && p.seccomp.allow.is_empty());
+        assert_eq!(
+            p.limits,
+            Limits {
+                pids: Some(4096),
+                ..Limits::default()
+            }
+        );
+    }
+
+    #[test]
+    fn limits_and_ports_through_extends() {
+        let s = Setup::new();
+        s.write(
+            "user/base.toml",
+            "extends = \"default\"\n[landlock]\nconnect_tcp = [443, 8080]\n\
+             [seccomp]\ndeny = [\"chroot\"]\n[limits]\nmemory = \"2G\"\ntimeout = \"1h\"\n",
+        );
+        let path = s.write(
+            "leaf.toml",
+            "extends = \"base\"\n[landlock]\nconnect_tcp = [443]\nmode = \"required\"\n\
+             [seccomp]\ndeny = [\"acct\", \"chroot\"]\n[limits]\npids = 64\ntimeout = 90\n",
+        );
+        let p = s.resolver.load_file(&path).unwrap();
+        assert_eq!(p.landlock.mode, Enforcement::Required);
+        assert_eq!(p.landlock.connect_tcp, Ports::Only(vec![443]));
+        assert_eq!(p.seccomp.deny, ["chroot", "acct"]);
+        assert_eq!(
+            p.limits,
+            Limits {
+                memory: Some(2 << 30),
+                pids: Some(64),
+                cpu_millis: None,
+                timeout_ms: Some(90_000),
+                required: false,
+            }
+        );
+
+        let bad = s.write("bad.toml", "extends = \"base\"\n\n[limits]\n  pids = 3\n");
+        let e = s.resolver.load_file(&bad).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!(
+                "{}:4:10: `pids` in [limits] is 3, but a shell needs more than that",
+                bad.display()
+            )),
+            "{e}"
+        );
     }
 
     #[test]

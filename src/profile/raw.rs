@@ -6,13 +6,20 @@
 //! its check in [`RawProfile::validate`].
 
 use super::error::{Doc, ProfileError};
-use super::layer::{FilesystemLayer, Layer};
-use super::model::{PathSpec, WorkspaceAccess};
+use super::layer::{FilesystemLayer, LandlockLayer, Layer, LimitsLayer, SeccompLayer};
+use super::model::{Enforcement, PathSpec, Ports, WorkspaceAccess};
+use serde::de::{Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::fmt;
 use toml::Spanned;
 
 type Text = Spanned<String>;
+
+/// A value of any TOML type. Used where the key accepts more than one type
+/// (`memory = 536870912` or `memory = "512M"`), so that a wrong one gets a
+/// message listing what the key accepts rather than serde's type names.
+type AnyValue = Spanned<toml::Value>;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -26,6 +33,12 @@ pub(crate) struct RawProfile {
     env: BTreeMap<Text, Text>,
     #[serde(default)]
     filesystem: RawFilesystem,
+    #[serde(default)]
+    landlock: RawLandlock,
+    #[serde(default)]
+    seccomp: RawSeccomp,
+    #[serde(default)]
+    limits: RawLimits,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -42,6 +55,72 @@ struct RawFilesystem {
     tmpfs: Vec<Text>,
     #[serde(default)]
     protect: Vec<Text>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLandlock {
+    mode: Option<Text>,
+    connect_tcp: Option<Spanned<RawPorts>>,
+    bind_tcp: Option<Spanned<RawPorts>>,
+    #[serde(default)]
+    skip: Vec<Text>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSeccomp {
+    #[serde(default)]
+    deny: Vec<Text>,
+    #[serde(default)]
+    allow: Vec<Text>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    memory: Option<AnyValue>,
+    pids: Option<AnyValue>,
+    cpu: Option<AnyValue>,
+    timeout: Option<AnyValue>,
+    required: Option<Spanned<bool>>,
+}
+
+/// `connect_tcp` / `bind_tcp` as written: a word (only `"any"` is valid) or
+/// an array whose items keep their spans, so that a bad port is pointed at
+/// rather than the whole array.
+#[derive(Debug)]
+enum RawPorts {
+    Word(String),
+    List(Vec<AnyValue>),
+}
+
+impl<'de> Deserialize<'de> for RawPorts {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct PortsVisitor;
+
+        impl<'de> Visitor<'de> for PortsVisitor {
+            type Value = RawPorts;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("\"any\" or an array of port numbers (1 to 65535)")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawPorts, E> {
+                Ok(RawPorts::Word(v.to_string()))
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawPorts, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<AnyValue>()? {
+                    items.push(item);
+                }
+                Ok(RawPorts::List(items))
+            }
+        }
+
+        deserializer.deserialize_any(PortsVisitor)
+    }
 }
 
 /// Parses and validates one profile file (its own keys only; `extends` is
@@ -76,6 +155,9 @@ impl RawProfile {
             pass_env,
             env,
             filesystem: self.filesystem.validate(doc)?,
+            landlock: self.landlock.validate(doc)?,
+            seccomp: self.seccomp.validate(doc)?,
+            limits: self.limits.validate(doc)?,
         })
     }
 }
@@ -83,7 +165,10 @@ impl RawProfile {
 impl RawFilesystem {
     fn validate(self, doc: &Doc<'_>) -> Result<FilesystemLayer, ProfileError> {
         let paths = |list: &'static str, items: &[Text]| -> Result<Vec<PathSpec>, ProfileError> {
-            items.iter().map(|p| path_spec(doc, list, p)).collect()
+            items
+                .iter()
+                .map(|p| path_spec(doc, &format!("filesystem.{list}"), p))
+                .collect()
         };
         Ok(FilesystemLayer {
             workspace: match &self.workspace {
@@ -100,6 +185,373 @@ impl RawFilesystem {
                 .map(|p| protect_entry(doc, p))
                 .collect::<Result<_, _>>()?,
         })
+    }
+}
+
+impl RawLandlock {
+    fn validate(self, doc: &Doc<'_>) -> Result<LandlockLayer, ProfileError> {
+        Ok(LandlockLayer {
+            mode: match &self.mode {
+                Some(m) => Some(enforcement(doc, m)?),
+                None => None,
+            },
+            connect_tcp: match &self.connect_tcp {
+                Some(p) => Some(ports(doc, "connect_tcp", p)?),
+                None => None,
+            },
+            bind_tcp: match &self.bind_tcp {
+                Some(p) => Some(ports(doc, "bind_tcp", p)?),
+                None => None,
+            },
+            skip: self
+                .skip
+                .iter()
+                .map(|p| path_spec(doc, "landlock.skip", p))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+impl RawSeccomp {
+    fn validate(self, doc: &Doc<'_>) -> Result<SeccompLayer, ProfileError> {
+        let names = |list: &'static str, items: &[Text]| -> Result<Vec<String>, ProfileError> {
+            items.iter().map(|n| syscall_name(doc, list, n)).collect()
+        };
+        Ok(SeccompLayer {
+            deny: names("deny", &self.deny)?,
+            allow: names("allow", &self.allow)?,
+        })
+    }
+}
+
+impl RawLimits {
+    fn validate(self, doc: &Doc<'_>) -> Result<LimitsLayer, ProfileError> {
+        Ok(LimitsLayer {
+            memory: self.memory.map(|v| memory(doc, &v)).transpose()?,
+            pids: self.pids.map(|v| pids(doc, &v)).transpose()?,
+            cpu_millis: self.cpu.map(|v| cpu(doc, &v)).transpose()?,
+            timeout_ms: self.timeout.map(|v| timeout(doc, &v)).transpose()?,
+            required: self.required.map(Spanned::into_inner),
+        })
+    }
+}
+
+fn enforcement(doc: &Doc<'_>, mode: &Text) -> Result<Enforcement, ProfileError> {
+    match mode.get_ref().as_str() {
+        "best-effort" => Ok(Enforcement::BestEffort),
+        "required" => Ok(Enforcement::Required),
+        other => Err(doc.at(
+            mode.span(),
+            format!(
+                "`mode` in [landlock] must be \"best-effort\" (use what the kernel offers) or \
+                 \"required\" (refuse to run without full Landlock), not \"{}\"",
+                other.escape_debug()
+            ),
+        )),
+    }
+}
+
+fn ports(doc: &Doc<'_>, key: &str, value: &Spanned<RawPorts>) -> Result<Ports, ProfileError> {
+    let accepted = "\"any\", or an array of port numbers from 1 to 65535 (`[]` for none)";
+    let items = match value.get_ref() {
+        RawPorts::Word(word) if word == "any" => return Ok(Ports::Any),
+        RawPorts::Word(word) => {
+            return Err(doc.at(
+                value.span(),
+                format!(
+                    "`{key}` in [landlock] must be {accepted}, not \"{}\"",
+                    word.escape_debug()
+                ),
+            ))
+        }
+        RawPorts::List(items) => items,
+    };
+    let mut out: Vec<u16> = Vec::with_capacity(items.len());
+    for item in items {
+        let port = match item.get_ref() {
+            toml::Value::Integer(n) => u16::try_from(*n).ok().filter(|p| *p != 0),
+            _ => None,
+        };
+        let Some(port) = port else {
+            return Err(doc.at(
+                item.span(),
+                format!(
+                    "`{key}` in [landlock]: {} is not a TCP port; list port numbers from 1 to \
+                     65535, or write `{key} = \"any\"` for all of them",
+                    found(item.get_ref())
+                ),
+            ));
+        };
+        if !out.contains(&port) {
+            out.push(port);
+        }
+    }
+    Ok(Ports::Only(out))
+}
+
+fn syscall_name(doc: &Doc<'_>, list: &str, name: &Text) -> Result<String, ProfileError> {
+    let s = name.get_ref();
+    let ok = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !ok {
+        let (what, example) = if list == "deny" {
+            ("a syscall name", "chroot")
+        } else {
+            ("a syscall or group name", "ptrace")
+        };
+        return Err(doc.at(
+            name.span(),
+            format!(
+                "`seccomp.{list}` entry \"{}\" is not {what}: use lowercase letters, digits \
+                 and `_` (such as \"{example}\")",
+                s.escape_debug()
+            ),
+        ));
+    }
+    Ok(s.clone())
+}
+
+/// Below this a shell cannot even start, so a smaller limit is surely a
+/// mistake (a missing unit, most likely) rather than a wish.
+pub(crate) const MIN_MEMORY: u64 = 4 << 20;
+const MEMORY_FORMS: &str = "a number of bytes as an integer, or a string of a number and a unit \
+     K, M, G or T (1024-based; `MiB`, `MB` and `m` mean the same as `M`), such as \"512M\" or \
+     \"1.5G\"";
+
+fn memory(doc: &Doc<'_>, value: &AnyValue) -> Result<u64, ProfileError> {
+    let err = |message: String| Err(doc.at(value.span(), message));
+    let bytes = match value.get_ref() {
+        toml::Value::Integer(n) if *n >= 0 => *n as u64,
+        toml::Value::String(s) => match parse_size(s) {
+            Ok(bytes) => bytes,
+            Err(reason) => {
+                return err(format!(
+                    "`memory` in [limits]: {reason}; write {MEMORY_FORMS}"
+                ))
+            }
+        },
+        other => {
+            return err(format!(
+                "`memory` in [limits] must be {MEMORY_FORMS}; found {}",
+                found(other)
+            ))
+        }
+    };
+    if bytes < MIN_MEMORY {
+        let hint = match value.get_ref() {
+            toml::Value::Integer(n) => {
+                format!(" (an integer is a byte count: did you mean \"{n}M\"?)")
+            }
+            _ => String::new(),
+        };
+        return err(format!(
+            "`memory` in [limits] is {bytes} bytes, less than the 4 MiB (\"4M\") moat needs: \
+             even a shell cannot start in less{hint}"
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Bytes from `"512M"`, `"1.5G"`, `"2GiB"`, `"64kb"`: a number (a decimal
+/// point allowed) and a 1024-based unit, case-insensitive. The reason it is
+/// not one on failure.
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
+    let s = text.trim();
+    if s.is_empty() {
+        return Err("the value is empty".to_string());
+    }
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, unit) = (&s[..split], s[split..].trim_start());
+    let shown = text.escape_debug();
+    if number.is_empty() {
+        return Err(format!("\"{shown}\" does not start with a number"));
+    }
+    let unit_lower = unit.to_ascii_lowercase();
+    let (prefix, suffix) = unit_lower.split_at(unit_lower.len().min(1));
+    let shift = match prefix {
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        "" => return Err(format!("\"{shown}\" has no unit")),
+        _ => return Err(format!("\"{shown}\" has an unknown unit `{unit}`")),
+    };
+    if !matches!(suffix, "" | "i" | "ib" | "b") {
+        return Err(format!("\"{shown}\" has an unknown unit `{unit}`"));
+    }
+    let bytes = scaled(number, 1u128 << shift)
+        .ok_or_else(|| format!("\"{shown}\" is not a number followed by a unit"))?;
+    // Kept within TOML's integers so that any limit can be written back as
+    // an exact byte count.
+    u64::try_from(bytes)
+        .ok()
+        .filter(|b| *b <= i64::MAX as u64)
+        .ok_or_else(|| format!("\"{shown}\" is more memory than any machine has"))
+}
+
+/// `number` (digits, at most one `.`) times `unit`, rounded down to a
+/// whole number; `None` when it is not such a number or overflows.
+fn scaled(number: &str, unit: u128) -> Option<u128> {
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    let digits = |s: &str| s.chars().all(|c| c.is_ascii_digit());
+    if (whole.is_empty() && fraction.is_empty()) || !digits(whole) || !digits(fraction) {
+        return None;
+    }
+    let parse = |s: &str| -> Option<u128> {
+        if s.is_empty() {
+            Some(0)
+        } else {
+            s.parse().ok()
+        }
+    };
+    // Digits past the 30th cannot change the result for any unit used here.
+    let fraction = &fraction[..fraction.len().min(30)];
+    let whole = parse(whole)?.checked_mul(unit)?;
+    let denominator = 10u128.checked_pow(u32::try_from(fraction.len()).ok()?)?;
+    let part = parse(fraction)?.checked_mul(unit)? / denominator;
+    whole.checked_add(part)
+}
+
+/// Fewer and a login shell with a pipeline already fails to fork.
+pub(crate) const MIN_PIDS: u64 = 8;
+
+fn pids(doc: &Doc<'_>, value: &AnyValue) -> Result<u64, ProfileError> {
+    let err = |message: String| Err(doc.at(value.span(), message));
+    match value.get_ref() {
+        toml::Value::Integer(n) if *n >= MIN_PIDS as i64 => Ok(*n as u64),
+        toml::Value::Integer(n) if *n >= 0 => err(format!(
+            "`pids` in [limits] is {n}, but a shell needs more than that; allow at least \
+             {MIN_PIDS} processes and threads (the default profile allows 4096)"
+        )),
+        other => err(format!(
+            "`pids` in [limits] must be a whole number of processes and threads, at least \
+             {MIN_PIDS} (such as 512); found {}",
+            found(other)
+        )),
+    }
+}
+
+pub(crate) const MAX_CPUS: u64 = 4096;
+
+fn cpu(doc: &Doc<'_>, value: &AnyValue) -> Result<u64, ProfileError> {
+    let cores = match value.get_ref() {
+        toml::Value::Float(f) => Some(*f),
+        toml::Value::Integer(n) => Some(*n as f64),
+        _ => None,
+    };
+    match cores {
+        Some(c) if c > 0.0 && c <= MAX_CPUS as f64 => {
+            // A tiny positive share still means "limited", never "zero".
+            Ok(((c * 1000.0).round() as u64).max(1))
+        }
+        _ => Err(doc.at(
+            value.span(),
+            format!(
+                "`cpu` in [limits] is a number of cores, more than 0 and at most {MAX_CPUS} \
+                 (such as 0.5 or 2); found {}",
+                found(value.get_ref())
+            ),
+        )),
+    }
+}
+
+const TIMEOUT_FORMS: &str = "a whole number of seconds (such as 90), or a string of numbers \
+     with units ms, s, m, h or d (such as \"500ms\", \"90s\", \"1h30m\")";
+
+fn timeout(doc: &Doc<'_>, value: &AnyValue) -> Result<u64, ProfileError> {
+    let err = |message: String| Err(doc.at(value.span(), message));
+    let ms = match value.get_ref() {
+        toml::Value::Integer(n) if *n > 0 => match (*n as u64).checked_mul(1000) {
+            Some(ms) => ms,
+            None => return err(format!("`timeout` in [limits]: {n} seconds is too long")),
+        },
+        toml::Value::Integer(n) => {
+            return err(format!(
+                "`timeout` in [limits] must be more than zero, not {n}; for no timeout, leave \
+                 the key out"
+            ))
+        }
+        toml::Value::String(s) => match parse_duration(s) {
+            Ok(0) => {
+                return err(format!(
+                    "`timeout` in [limits] must be more than zero, not \"{}\"; for no timeout, \
+                     leave the key out",
+                    s.escape_debug()
+                ))
+            }
+            Ok(ms) => ms,
+            Err(reason) => {
+                return err(format!(
+                    "`timeout` in [limits]: {reason}; write {TIMEOUT_FORMS}"
+                ))
+            }
+        },
+        other => {
+            return err(format!(
+                "`timeout` in [limits] must be {TIMEOUT_FORMS}; found {}",
+                found(other)
+            ))
+        }
+    };
+    Ok(ms)
+}
+
+/// Milliseconds from `"90s"`, `"1h30m"`, `"1.5h"`, `"500ms"`: number and
+/// unit groups, added up (fractions of a millisecond are dropped). Units
+/// are lowercase only: `M` could as well mean months.
+pub(crate) fn parse_duration(text: &str) -> Result<u64, String> {
+    let shown = text.escape_debug();
+    let mut rest = text.trim_start();
+    if rest.is_empty() {
+        return Err("the value is empty".to_string());
+    }
+    let mut total: u128 = 0;
+    while !rest.is_empty() {
+        let split = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let number = &rest[..split];
+        rest = rest[split..].trim_start();
+        let unit_end = rest
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(rest.len());
+        let unit = &rest[..unit_end];
+        rest = rest[unit_end..].trim_start();
+        if number.is_empty() {
+            return Err(match unit {
+                "" => format!("\"{shown}\" is not a duration"),
+                _ => format!("\"{shown}\" has a unit `{unit}` without a number before it"),
+            });
+        }
+        let ms_per_unit: u128 = match unit {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "" => return Err(format!("`{number}` in \"{shown}\" has no unit")),
+            _ => return Err(format!("\"{shown}\" has an unknown unit `{unit}`")),
+        };
+        let ms = scaled(number, ms_per_unit)
+            .ok_or_else(|| format!("`{number}` in \"{shown}\" is not a number"))?;
+        total = total.saturating_add(ms);
+    }
+    u64::try_from(total)
+        .ok()
+        .filter(|ms| *ms <= i64::MAX as u64)
+        .ok_or_else(|| format!("\"{shown}\" is too long"))
+}
+
+/// A value as messages show it: its TOML type, then the value.
+fn found(value: &toml::Value) -> String {
+    match value {
+        toml::Value::String(s) => format!("string \"{}\"", s.escape_debug()),
+        toml::Value::Array(_) => "an array".to_string(),
+        toml::Value::Table(_) => "a table".to_string(),
+        other => format!("{} `{other}`", value.type_str()),
     }
 }
 
@@ -244,18 +696,18 @@ fn path_spec(doc: &Doc<'_>, list: &str, entry: &Text) -> Result<PathSpec, Profil
     };
     if path.is_empty() {
         return err(format!(
-            "empty path in `filesystem.{list}`; write an absolute path or one starting with `~/`"
+            "empty path in `{list}`; write an absolute path or one starting with `~/`"
         ));
     }
     if path.contains('\0') {
         return err(format!(
-            "path `{}` in `filesystem.{list}` contains a NUL character",
+            "path `{}` in `{list}` contains a NUL character",
             path.escape_debug()
         ));
     }
     if !(path.starts_with('/') || path == "~" || path.starts_with("~/")) {
         return err(format!(
-            "path `{}` in `filesystem.{list}` must be absolute or start with `~/` \
+            "path `{}` in `{list}` must be absolute or start with `~/` \
              (relative paths would depend on where moat is run)",
             path.escape_debug()
         ));
@@ -264,7 +716,7 @@ fn path_spec(doc: &Doc<'_>, list: &str, entry: &Text) -> Result<PathSpec, Profil
     // something other than what it reads as once symlinks are involved.
     if path.split('/').any(|c| c == "..") {
         return err(format!(
-            "path `{}` in `filesystem.{list}` contains a `..` component; write the path it \
+            "path `{}` in `{list}` contains a `..` component; write the path it \
              leads to instead",
             path.escape_debug()
         ));
@@ -572,6 +1024,349 @@ mod tests {
         assert_error("extends = \".hidden\"", "1:11", "not a valid profile name");
         assert_error("extends = \"a b\"", "1:11", "not a valid profile name");
         assert_error("extends = 1", "1:11", "`extends` must be a string");
+    }
+
+    fn limits(text: &str) -> LimitsLayer {
+        layer(&format!("[limits]\n{text}"))
+            .unwrap_or_else(|e| panic!("{text}: {e}"))
+            .limits
+    }
+
+    /// `[limits]` on line 1, the value at line 2 column `column`.
+    fn assert_limit_error(text: &str, column: usize, needle: &str) {
+        assert_error(&format!("[limits]\n{text}"), &format!("2:{column}"), needle);
+    }
+
+    #[test]
+    fn landlock_keys() {
+        let l = layer(
+            "[landlock]\nmode = \"required\"\nconnect_tcp = [443, 80, 443]\nbind_tcp = []\n\
+             skip = [\"/srv/x\", \"-~/y/\"]\n",
+        )
+        .unwrap()
+        .landlock;
+        assert_eq!(l.mode, Some(Enforcement::Required));
+        assert_eq!(l.connect_tcp, Some(Ports::Only(vec![443, 80])));
+        assert_eq!(l.bind_tcp, Some(Ports::Only(vec![])));
+        let skip: Vec<String> = l.skip.iter().map(|p| p.to_string()).collect();
+        assert_eq!(skip, ["/srv/x", "-~/y"]);
+
+        let l = layer(
+            "[landlock]\nmode = \"best-effort\"\nconnect_tcp = \"any\"\nbind_tcp = [1, 65535]",
+        )
+        .unwrap()
+        .landlock;
+        assert_eq!(l.mode, Some(Enforcement::BestEffort));
+        assert_eq!(l.connect_tcp, Some(Ports::Any));
+        assert_eq!(l.bind_tcp, Some(Ports::Only(vec![1, 65535])));
+
+        let l = layer("").unwrap().landlock;
+        assert_eq!(l, LandlockLayer::default());
+    }
+
+    #[test]
+    fn landlock_errors() {
+        assert_error(
+            "[landlock]\nmode = \"strict\"",
+            "2:8",
+            "`mode` in [landlock] must be \"best-effort\" (use what the kernel offers) or \
+             \"required\" (refuse to run without full Landlock), not \"strict\"",
+        );
+        assert_error(
+            "[landlock]\nmode = 1",
+            "2:8",
+            "`landlock.mode` must be a string",
+        );
+        for bad in ["0", "70000", "-1", "\"all\"", "80.0", "\"80\""] {
+            assert_error(
+                &format!("[landlock]\nconnect_tcp = [80, {bad}]"),
+                "2:20",
+                "is not a TCP port; list port numbers from 1 to 65535, or write \
+                 `connect_tcp = \"any\"` for all of them",
+            );
+        }
+        assert_error(
+            "[landlock]\nbind_tcp = [0]",
+            "2:13",
+            "`bind_tcp` in [landlock]: integer `0` is not a TCP port",
+        );
+        assert_error(
+            "[landlock]\nbind_tcp = [\"all\"]",
+            "2:13",
+            "string \"all\" is not a TCP port",
+        );
+        assert_error(
+            "[landlock]\nbind_tcp = \"all\"",
+            "2:12",
+            "`bind_tcp` in [landlock] must be \"any\", or an array of port numbers from 1 to \
+             65535 (`[]` for none), not \"all\"",
+        );
+        assert_error(
+            "[landlock]\nconnect_tcp = 80",
+            "2:15",
+            "`landlock.connect_tcp` must be \"any\" or an array of port numbers (1 to 65535); \
+             found integer `80`",
+        );
+        assert_error(
+            "[landlock]\nskip = [\"/a\", \"srv\"]",
+            "2:15",
+            "path `srv` in `landlock.skip` must be absolute or start with `~/`",
+        );
+    }
+
+    #[test]
+    fn seccomp_keys() {
+        let s = layer(
+            "[seccomp]\ndeny = [\"chroot\", \"io_uring_setup\"]\nallow = [\"ptrace\", \"x86_64\"]",
+        )
+        .unwrap()
+        .seccomp;
+        assert_eq!(s.deny, ["chroot", "io_uring_setup"]);
+        assert_eq!(s.allow, ["ptrace", "x86_64"]);
+        for bad in ["", "Chroot", "a-b", "a b", "é"] {
+            assert_error(
+                &format!("[seccomp]\ndeny = [\"x\", {bad:?}]"),
+                "2:14",
+                "is not a syscall name: use lowercase letters, digits and `_`",
+            );
+            assert_error(
+                &format!("[seccomp]\nallow = [{bad:?}]"),
+                "2:10",
+                "`seccomp.allow` entry",
+            );
+        }
+        assert_error(
+            "[seccomp]\nallow = \"ptrace\"",
+            "2:9",
+            "`seccomp.allow` must be an array",
+        );
+    }
+
+    #[test]
+    fn limits_memory() {
+        for (text, bytes) in [
+            ("\"512M\"", 512u64 << 20),
+            ("\"1.5G\"", 3 << 29),
+            ("\"2GiB\"", 2 << 30),
+            ("\"64mb\"", 64 << 20),
+            ("\"4096k\"", 4 << 20),
+            ("\"4096Ki\"", 4 << 20),
+            ("\" 1 T \"", 1 << 40),
+            ("\"0.5g\"", 1 << 29),
+            // A fraction of a byte is dropped.
+            ("\"4.0000001M\"", 4 << 20),
+            ("4194304", 4 << 20),
+            ("8589934592", 8 << 30),
+        ] {
+            assert_eq!(
+                limits(&format!("memory = {text}")).memory,
+                Some(bytes),
+                "{text}"
+            );
+        }
+        for (text, needle) in [
+            ("\"512X\"", "`memory` in [limits]: \"512X\" has an unknown unit `X`; write a number of bytes"),
+            ("\"512\"", "\"512\" has no unit"),
+            ("\"M\"", "\"M\" does not start with a number"),
+            ("\"\"", "the value is empty"),
+            ("\"1.2.3M\"", "\"1.2.3M\" is not a number followed by a unit"),
+            ("\".M\"", "is not a number followed by a unit"),
+            ("\"512Mx\"", "unknown unit `Mx`"),
+            ("\"512KiBB\"", "unknown unit `KiBB`"),
+            ("\"5 12M\"", "unknown unit `12M`"),
+            ("\"99999999T\"", "more memory than any machine has"),
+            ("-1", "`memory` in [limits] must be a number of bytes as an integer, or a string of a number and a unit K, M, G or T"),
+            ("true", "found boolean `true`"),
+            ("1.5", "found float `1.5`"),
+            ("1024", "is 1024 bytes, less than the 4 MiB (\"4M\") moat needs: even a shell cannot start in less (an integer is a byte count: did you mean \"1024M\"?)"),
+            ("\"1M\"", "is 1048576 bytes, less than the 4 MiB"),
+            ("\"3.99M\"", "less than the 4 MiB"),
+            ("\"0G\"", "is 0 bytes"),
+        ] {
+            assert_limit_error(&format!("memory = {text}"), 10, needle);
+        }
+        let e = error("[limits]\nmemory = \"3M\"");
+        assert!(!e.contains("did you mean"), "{e}");
+    }
+
+    #[test]
+    fn limits_pids() {
+        assert_eq!(limits("pids = 512").pids, Some(512));
+        assert_eq!(limits("pids = 8").pids, Some(8));
+        for bad in ["0", "3", "7"] {
+            assert_limit_error(
+                &format!("pids = {bad}"),
+                8,
+                &format!("`pids` in [limits] is {bad}, but a shell needs more than that; allow at least 8"),
+            );
+        }
+        for (bad, found) in [
+            ("-1", "integer `-1`"),
+            ("\"512\"", "string \"512\""),
+            ("1.5", "float `1.5`"),
+        ] {
+            assert_limit_error(
+                &format!("pids = {bad}"),
+                8,
+                &format!("`pids` in [limits] must be a whole number of processes and threads, at least 8 (such as 512); found {found}"),
+            );
+        }
+    }
+
+    #[test]
+    fn limits_cpu() {
+        for (text, millis) in [
+            ("1.5", 1500),
+            ("2", 2000),
+            ("0.25", 250),
+            ("0.0001", 1),
+            ("0.0015", 2),
+            ("1.2345", 1235),
+            ("4096", 4_096_000),
+            ("4096.0", 4_096_000),
+        ] {
+            assert_eq!(
+                limits(&format!("cpu = {text}")).cpu_millis,
+                Some(millis),
+                "{text}"
+            );
+        }
+        for bad in [
+            "0", "0.0", "-1", "-0.5", "10000", "4096.5", "nan", "inf", "\"2\"", "true",
+        ] {
+            assert_limit_error(
+                &format!("cpu = {bad}"),
+                7,
+                "`cpu` in [limits] is a number of cores, more than 0 and at most 4096 (such as 0.5 or 2); found ",
+            );
+        }
+        assert_limit_error("cpu = 10000", 7, "found integer `10000`");
+    }
+
+    #[test]
+    fn limits_timeout() {
+        for (text, ms) in [
+            ("\"30m\"", 1_800_000u64),
+            ("\"1h30m\"", 5_400_000),
+            ("\"90s\"", 90_000),
+            ("\"500ms\"", 500),
+            ("\"1d 2h\"", 93_600_000),
+            ("\"1.5h\"", 5_400_000),
+            ("\"2s500ms\"", 2_500),
+            ("\"1m1m\"", 120_000),
+            ("30", 30_000),
+        ] {
+            assert_eq!(
+                limits(&format!("timeout = {text}")).timeout_ms,
+                Some(ms),
+                "{text}"
+            );
+        }
+        for (text, needle) in [
+            ("\"\"", "`timeout` in [limits]: the value is empty; write a whole number of seconds (such as 90), or a string of numbers with units ms, s, m, h or d"),
+            ("\"  \"", "the value is empty"),
+            ("\"5x\"", "`timeout` in [limits]: \"5x\" has an unknown unit `x`; write"),
+            ("\"5\"", "`5` in \"5\" has no unit"),
+            ("\"1h30\"", "`30` in \"1h30\" has no unit"),
+            ("\"1H\"", "unknown unit `H`"),
+            ("\"m\"", "has a unit `m` without a number before it"),
+            ("\"-5s\"", "\"-5s\" is not a duration"),
+            ("\"1.2.3s\"", "`1.2.3` in \"1.2.3s\" is not a number"),
+            ("\"99999999999999999999d\"", "is too long"),
+            ("0", "`timeout` in [limits] must be more than zero, not 0; for no timeout, leave the key out"),
+            ("-5", "must be more than zero, not -5"),
+            ("\"0s\"", "must be more than zero, not \"0s\""),
+            ("\"0.0001s\"", "must be more than zero"),
+            ("9223372036854775807", "seconds is too long"),
+            ("1.5", "`timeout` in [limits] must be a whole number of seconds (such as 90), or a string of numbers with units ms, s, m, h or d (such as \"500ms\", \"90s\", \"1h30m\"); found float `1.5`"),
+        ] {
+            assert_limit_error(&format!("timeout = {text}"), 11, needle);
+        }
+    }
+
+    #[test]
+    fn limits_required_and_defaults() {
+        assert_eq!(limits("required = true").required, Some(true));
+        assert_eq!(limits("required = false").required, Some(false));
+        assert_eq!(limits(""), LimitsLayer::default());
+        assert_limit_error(
+            "required = \"yes\"",
+            12,
+            "`limits.required` must be a boolean; found string \"yes\"",
+        );
+    }
+
+    #[test]
+    fn unknown_keys_in_new_tables() {
+        for (text, position, start, known, guess) in [
+            (
+                "[landlock]\nmode = \"required\"\nmodee = 1\n",
+                "3:1",
+                "unknown key `modee` in [landlock]; known keys: ",
+                &["`mode`", "`connect_tcp`", "`bind_tcp`", "`skip`"][..],
+                Some("mode"),
+            ),
+            (
+                "[seccomp]\ndenny = []\n",
+                "2:1",
+                "unknown key `denny` in [seccomp]; known keys: ",
+                &["`deny`", "`allow`"][..],
+                Some("deny"),
+            ),
+            (
+                "[limits]\npids = 64\nmemroy = \"1G\"\n",
+                "3:1",
+                "unknown key `memroy` in [limits]; known keys: ",
+                &["`memory`", "`pids`", "`cpu`", "`timeout`", "`required`"][..],
+                Some("memory"),
+            ),
+            (
+                "[limits]\nnetwork = 1\n",
+                "2:1",
+                "unknown key `network` in [limits]; known keys: ",
+                &["`memory`", "`required`"][..],
+                None,
+            ),
+            (
+                "limits.timout = 5\n",
+                "1:8",
+                "unknown key `timout` in [limits]; known keys: ",
+                &["`timeout`"][..],
+                Some("timeout"),
+            ),
+            (
+                "[limit]\npids = 64\n",
+                "1:2",
+                "unknown key `limit` at the top level; known keys: ",
+                &["`landlock`", "`seccomp`", "`limits`", "`filesystem`"][..],
+                Some("limits"),
+            ),
+        ] {
+            let e = error(text);
+            assert!(e.starts_with(&format!("p.toml:{position}: {start}")), "{e}");
+            for key in known {
+                assert!(e.contains(key), "{e} lacks {key}");
+            }
+            match guess {
+                Some(g) => assert!(e.ends_with(&format!("(did you mean `{g}`?)")), "{e}"),
+                None => assert!(!e.contains("did you mean"), "{e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn size_and_duration_parsers() {
+        assert_eq!(parse_size("1K"), Ok(1024));
+        assert_eq!(parse_size("0.1K"), Ok(102));
+        // Exact: 0.99999999 TiB is 2^40 - 10995.116... bytes, rounded down.
+        assert_eq!(
+            parse_size("8191.99999999T"),
+            Ok((8191u64 << 40) + (1 << 40) - 10_996)
+        );
+        assert!(parse_size("8388608T").is_err(), "2^63 is past i64::MAX");
+        assert_eq!(parse_size("8388607T"), Ok(8_388_607u64 << 40));
+        assert_eq!(parse_duration("1.0005s"), Ok(1000));
+        assert_eq!(parse_duration("1d1h1m1s1ms"), Ok(90_061_001));
     }
 
     #[test]
