@@ -135,8 +135,25 @@ pub fn prepare(args: &ExecArgs, caller: &Caller, verbose: bool) -> Result<Prepar
     }
     let absent = plan.absent_protected.clone();
     let landlock = crate::landlock_policy::rules(&plan, &profile, &caller.home);
+    // Refuse a `required` profile here, before any namespace exists; init
+    // checks again against what the kernel actually enforced.
+    crate::landlock_policy::decide(&landlock, sandbox::landlock::probe())
+        .map_err(|e| anyhow!("profile `{}`: {e}", profile.name))?;
+    if verbose {
+        for p in &landlock.skipped {
+            eprintln!(
+                "moat: landlock: {} is mounted but gets no Landlock rule ([landlock] skip)",
+                p.display()
+            );
+        }
+    }
     let seccomp = crate::seccomp_policy::compile(&profile.seccomp)
         .map_err(|e| anyhow!("profile `{}`: [seccomp]: {e}", profile.name))?;
+    let limits = crate::cgroup::resolve(&profile.limits)
+        .map_err(|e| anyhow!("profile `{}`: {e}", profile.name))?;
+    if let Some(w) = &limits.warning {
+        eprintln!("moat: warning: {w}");
+    }
     let record = crate::runs::Record {
         id: crate::runs::new_id(),
         started_ms: crate::runs::now_ms(),
@@ -163,6 +180,7 @@ pub fn prepare(args: &ExecArgs, caller: &Caller, verbose: bool) -> Result<Prepar
             use_pty: sandbox::pty::wanted(),
             landlock,
             seccomp,
+            limits: limits.plan,
         },
         absent_protected: absent,
         record,

@@ -43,12 +43,19 @@ pub fn run(spec: &Spec, chan: Channel) -> ! {
     // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number and no pointers.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
     close_inherited_fds(chan.0.as_raw_fd());
+    scrub_host_strings();
 
     // The supervisor writes our uid/gid maps, then says go. End of stream
     // here means it died before that: nothing to do.
     match chan.recv() {
         Ok(Some((Msg::Go, _))) => {}
         _ => exit(1),
+    }
+    // The supervisor put us in the run's cgroup before Go; a cgroup
+    // namespace made now is rooted there, so the sandbox sees it as `/`.
+    if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP) {
+        let _ = chan.send(&Msg::SetupFailed(format!("cgroup namespace: {}", e.desc())));
+        exit(1);
     }
 
     let built = match setup(spec) {
@@ -109,6 +116,55 @@ pub fn run(spec: &Spec, chan: Channel) -> ! {
     let status = reap_until(child);
     let _ = chan.send(&Msg::Exited(status));
     exit(0)
+}
+
+/// Init is a copy of the supervisor, so its argv and environment blocks
+/// (what /proc/1/cmdline and /proc/1/environ show) hold the caller's whole
+/// environment and moat's arguments. Init never reads them again; zero them
+/// so nothing inside can read them even if it got at init's memory.
+fn scrub_host_strings() {
+    extern "C" {
+        static mut environ: *mut *mut libc::c_char;
+    }
+    // SAFETY: init is single-threaded and nothing in it reads the
+    // environment or argv after this point. Each pointer in `environ` is a
+    // NUL-terminated string owned by the process; we overwrite its bytes in
+    // place without changing its length.
+    unsafe {
+        let mut p = std::ptr::addr_of_mut!(environ).read();
+        while !p.is_null() && !(*p).is_null() {
+            let s = *p;
+            let len = libc::strlen(s);
+            std::ptr::write_bytes(s, 0, len);
+            p = p.add(1);
+        }
+    }
+    if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+        // Fields 48 and 49 (1-based) are arg_start and arg_end; the command
+        // name field may contain spaces, so count from after its ')'.
+        if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let (start, end) = (
+                f.get(45).and_then(|v| v.parse::<usize>().ok()),
+                f.get(46).and_then(|v| v.parse::<usize>().ok()),
+            );
+            if let (Some(start), Some(end)) = (start, end) {
+                if end > start && end - start < (1 << 20) {
+                    // Keep argv[0] so `ps` still names init.
+                    // SAFETY: [arg_start, arg_end) is this process's argv
+                    // block as the kernel reports it: mapped, writable
+                    // (it lives on the initial stack) and unused by init.
+                    unsafe {
+                        let base = start as *mut u8;
+                        let first = libc::strlen(base as *const libc::c_char) + 1;
+                        if first < end - start {
+                            std::ptr::write_bytes(base.add(first), 0, end - start - first);
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn exit(code: i32) -> ! {

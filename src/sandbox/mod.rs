@@ -1,10 +1,14 @@
 //! Runs a command in the sandbox: the supervisor's side.
 //!
-//! The supervisor clones init into new user, mount, pid, net, ipc, uts and
-//! cgroup namespaces, writes its uid/gid maps, then relays signals and the
-//! terminal until the command exits. See `init` for the inside.
+//! The supervisor creates the run's cgroup (when the profile sets limits),
+//! clones init into new user, mount, pid, net, ipc and uts namespaces,
+//! writes its uid/gid maps, puts init in the cgroup, then relays signals and
+//! the terminal until the command exits or the timeout ends the run. Init
+//! makes its own cgroup namespace once it is in the run's group. See `init`
+//! for the inside.
 
 pub mod caps;
+pub mod cgroup;
 pub mod control;
 pub mod harden;
 pub mod init;
@@ -18,12 +22,13 @@ use crate::mount_plan::Plan;
 use control::Msg;
 use nix::errno::Errno;
 use nix::sched::CloneFlags;
-use nix::sys::signal::{kill, sigprocmask, SigmaskHow, Signal};
+use nix::sys::signal::{kill, sigprocmask, SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use std::ffi::CString;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 /// Everything the sandbox is built from, decided before any namespace
 /// exists. The cloned init reads its own copy of this.
@@ -42,6 +47,8 @@ pub struct Spec {
     pub use_pty: bool,
     pub landlock: crate::landlock_policy::Rules,
     pub seccomp: seccomp::Program,
+    /// cgroup limits with their places, and the timeout.
+    pub limits: crate::cgroup::Plan,
 }
 
 impl Spec {
@@ -85,6 +92,9 @@ pub struct RunReport {
     /// Why the run ended early, when moat ended it (a limit, the timeout),
     /// one line each, for the user.
     pub ended_by: Vec<String>,
+    /// The run's peak memory use in bytes, when a memory limit was set and
+    /// the kernel keeps the figure.
+    pub peak_memory: Option<u64>,
 }
 
 /// How the command ended, as the supervisor saw it.
@@ -94,6 +104,8 @@ pub enum Outcome {
     Finished(i32),
     /// The command could not be started; exit 127 (not found) or 126.
     NotStarted { code: i32, message: String },
+    /// The profile's timeout ended the run: moat killed the sandbox.
+    TimedOut,
 }
 
 impl Outcome {
@@ -110,6 +122,7 @@ impl Outcome {
                 }
             }
             Outcome::NotStarted { code, .. } => *code,
+            Outcome::TimedOut => crate::cgroup::EXIT_TIMEOUT,
         }
     }
 }
@@ -119,8 +132,10 @@ const NAMESPACES: CloneFlags = CloneFlags::CLONE_NEWUSER
     .union(CloneFlags::CLONE_NEWPID)
     .union(CloneFlags::CLONE_NEWNET)
     .union(CloneFlags::CLONE_NEWIPC)
-    .union(CloneFlags::CLONE_NEWUTS)
-    .union(CloneFlags::CLONE_NEWCGROUP);
+    .union(CloneFlags::CLONE_NEWUTS);
+// No CLONE_NEWCGROUP: a cgroup namespace is rooted where its creator is at
+// that moment, and init is not in the run's group yet. Init unshares it
+// after the supervisor has moved it there.
 
 fn write_maps(pid: Pid, uid: u32, gid: u32) -> Result<(), (Errno, String)> {
     let write = |file: &str, data: String| {
@@ -139,10 +154,56 @@ fn write_maps(pid: Pid, uid: u32, gid: u32) -> Result<(), (Errno, String)> {
     Ok(())
 }
 
+/// Makes `recv` on the channel give up with EAGAIN after `t`, or never
+/// again for `None`.
+fn set_recv_timeout(chan: &control::Channel, t: Option<Duration>) {
+    // A zero timeval means "no timeout": a deadline already passed gets
+    // the shortest wait instead.
+    let t = match t {
+        Some(t) => t.max(Duration::from_micros(1)),
+        None => Duration::ZERO,
+    };
+    let tv = nix::sys::time::TimeVal::new(t.as_secs() as _, t.subsec_micros() as _);
+    let _ = nix::sys::socket::setsockopt(&chan.0, nix::sys::socket::sockopt::ReceiveTimeout, &tv);
+}
+
+/// Waits for a signal in `set` until `deadline`; `Ok(None)` when it passes.
+fn wait_signal(set: &SigSet, deadline: Option<Instant>) -> Result<Option<Signal>, Errno> {
+    let Some(deadline) = deadline else {
+        return set.wait().map(Some);
+    };
+    let left = deadline.saturating_duration_since(Instant::now());
+    let ts = libc::timespec {
+        tv_sec: left.as_secs() as libc::time_t,
+        tv_nsec: left.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: `set` and `ts` are valid for the duration of the call, and
+    // sigtimedwait accepts a null siginfo pointer.
+    let r = unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &ts) };
+    if r < 0 {
+        return match Errno::last() {
+            Errno::EAGAIN => Ok(None),
+            e => Err(e),
+        };
+    }
+    Signal::try_from(r).map(Some)
+}
+
 /// Runs `spec` to completion. Must be called while the process is still
 /// single-threaded: the clone child runs Rust code that may allocate.
 pub fn run(spec: &Spec) -> Result<RunReport, RunError> {
     let internal = |what: &str, e: Errno| RunError::Internal(format!("{what}: {}", e.desc()));
+    // Made before init exists so that init can be put in it before it runs
+    // any of the sandbox's code. Dropping it removes it, on every path out
+    // of this function, after init is reaped.
+    let group = if spec.limits.needs_group() {
+        Some(
+            cgroup::RunGroup::create(&spec.limits)
+                .map_err(|e| RunError::Setup(format!("creating the run's cgroup: {e}")))?,
+        )
+    } else {
+        None
+    };
     // Blocked here and waited for synchronously below; init inherits the
     // mask and waits for the same set.
     let handled = init::handled_set();
@@ -187,9 +248,26 @@ pub fn run(spec: &Spec) -> Result<RunReport, RunError> {
         msg.push_str(&format!("\n  ({detail})"));
         return Err(fail(RunError::UserNamespace(msg)));
     }
+    if let Some(g) = &group {
+        g.attach(child).map_err(|e| {
+            fail(RunError::Setup(format!(
+                "putting the sandbox in its cgroup: {e}"
+            )))
+        })?;
+    }
+    // The timeout counts from here: building the sandbox is part of the run.
+    let deadline = spec
+        .limits
+        .timeout_ms
+        .map(|ms| Instant::now() + Duration::from_millis(ms));
     ours.send(&Msg::Go)
         .map_err(|e| fail(internal("control channel", e)))?;
 
+    // Building the sandbox counts against the timeout too: a setup that
+    // hangs (a bind of a stuck network file system) must not outlast it.
+    if let Some(d) = deadline {
+        set_recv_timeout(&ours, Some(d.saturating_duration_since(Instant::now())));
+    }
     let mut master = None;
     let mut hardening = harden::Report::default();
     loop {
@@ -213,9 +291,22 @@ pub fn run(spec: &Spec) -> Result<RunReport, RunError> {
                     outcome: Outcome::NotStarted { code, message },
                     hardening,
                     ended_by: Vec::new(),
+                    peak_memory: None,
                 });
             }
             Ok(Some(_)) => {}
+            Err(Errno::EAGAIN) if deadline.is_some_and(|d| Instant::now() >= d) => {
+                let _ = kill(child, Signal::SIGKILL);
+                let _ = waitpid(child, None);
+                let events = group.as_ref().map(|g| g.events()).unwrap_or_default();
+                return Ok(RunReport {
+                    outcome: Outcome::TimedOut,
+                    hardening,
+                    ended_by: crate::cgroup::ended_by(&spec.limits, &events, None, true),
+                    peak_memory: events.memory_peak,
+                });
+            }
+            Err(Errno::EAGAIN) => {}
             Ok(None) | Err(_) => {
                 let status = waitpid(child, None);
                 return Err(RunError::Internal(format!(
@@ -223,6 +314,9 @@ pub fn run(spec: &Spec) -> Result<RunReport, RunError> {
                 )));
             }
         }
+    }
+    if deadline.is_some() {
+        set_recv_timeout(&ours, None);
     }
 
     let raw = master.as_ref().and_then(|_| pty::RawMode::enter());
@@ -234,9 +328,16 @@ pub fn run(spec: &Spec) -> Result<RunReport, RunError> {
         None => None,
     };
 
+    let mut timed_out = false;
     let init_status = loop {
-        let sig = match handled.wait() {
-            Ok(s) => s,
+        let sig = match wait_signal(&handled, deadline.filter(|_| !timed_out)) {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                // Killing init ends the pid namespace and everything in it.
+                timed_out = true;
+                let _ = kill(child, Signal::SIGKILL);
+                continue;
+            }
             Err(_) => continue,
         };
         match sig {
@@ -263,14 +364,37 @@ pub fn run(spec: &Spec) -> Result<RunReport, RunError> {
         let _ = h.join();
     }
     drop(raw);
-    match status {
-        Some(s) => Ok(RunReport {
-            outcome: Outcome::Finished(s),
-            hardening,
-            ended_by: Vec::new(),
-        }),
-        None => Err(RunError::Internal(format!(
-            "the sandbox's init ended without reporting the command's status (init wait status {init_status:#x})"
-        ))),
+    // Init is reaped, so its pid namespace and every process in the group
+    // are gone: the counters are final and the group can go.
+    let events = group.as_ref().map(|g| g.events()).unwrap_or_default();
+    if let Some(g) = group {
+        if let Err(e) = g.remove() {
+            eprintln!("moat: warning: could not remove the run's cgroup: {e}");
+        }
     }
+    // A command that ended by itself just as the timeout hit was not
+    // ended by it: init could only report it before it was killed.
+    let timed_out = timed_out && status.is_none();
+    let init_killed =
+        libc::WIFSIGNALED(init_status) && libc::WTERMSIG(init_status) == libc::SIGKILL;
+    let ended_by = crate::cgroup::ended_by(&spec.limits, &events, status, timed_out);
+    let outcome = match status {
+        Some(s) => Outcome::Finished(s),
+        None if timed_out => Outcome::TimedOut,
+        // The OOM killer chose init itself; the command died with it.
+        None if init_killed && events.oom_kills.unwrap_or(0) > 0 => {
+            Outcome::Finished(libc::SIGKILL)
+        }
+        None => {
+            return Err(RunError::Internal(format!(
+                "the sandbox's init ended without reporting the command's status (init wait status {init_status:#x})"
+            )))
+        }
+    };
+    Ok(RunReport {
+        outcome,
+        hardening,
+        ended_by,
+        peak_memory: events.memory_peak,
+    })
 }
