@@ -166,6 +166,7 @@ pub fn prepare(args: &ExecArgs, caller: &Caller, verbose: bool) -> Result<Prepar
         hardening: None,
         exit_code: None,
         ended_by: Vec::new(),
+        peak_memory: None,
     };
     Ok(Prepared {
         spec: Spec {
@@ -256,6 +257,7 @@ pub fn run(args: &ExecArgs, verbose: bool) -> i32 {
     record.hardening = Some(report.hardening.clone());
     record.exit_code = Some(outcome.exit_code());
     record.ended_by = report.ended_by.clone();
+    record.peak_memory = report.peak_memory;
     let runs_dir = crate::runs::dir(&caller.home);
     match record.save(&runs_dir) {
         Ok(path) if verbose => eprintln!("moat: run record {}", path.display()),

@@ -27,6 +27,9 @@ pub struct Record {
     pub exit_code: Option<i32>,
     /// Why moat ended the run early, if it did (limits, timeout).
     pub ended_by: Vec<String>,
+    /// Peak memory of the run's cgroup in bytes, where the kernel kept it.
+    #[serde(default)]
+    pub peak_memory: Option<u64>,
 }
 
 pub fn now_ms() -> u64 {
@@ -187,6 +190,7 @@ mod tests {
             hardening: Some(harden::Report::default()),
             exit_code: Some(0),
             ended_by: vec![],
+            peak_memory: Some(1 << 20),
         };
         let p = r.save(t.path()).unwrap();
         use std::os::unix::fs::PermissionsExt;

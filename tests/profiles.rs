@@ -98,6 +98,20 @@ sandbox_test! {
             let loc = format!("{}:{line}:", f.display());
             assert!(all_output(&out).contains(&loc), "expected {loc}{out}");
         }
+        // Syscall names are checked against moat's tables, not just their
+        // spelling: a name that is no syscall fails `check` as it would `exec`.
+        let f = ws.write("seccomp.toml", "[seccomp]\ndeny = [\"not_a_syscall\"]\n");
+        let out = r.moat().args(["profile", "check"]).arg(&f).cwd(ws.path()).run();
+        out.assert_code(1);
+        assert!(
+            all_output(&out).contains("not_a_syscall"),
+            "the unknown name is named{out}"
+        );
+        let f = ws.write(
+            "seccomp-ok.toml",
+            "[seccomp]\ndeny = [\"chroot\"]\nallow = [\"ptrace\"]\n",
+        );
+        r.moat().args(["profile", "check"]).arg(&f).cwd(ws.path()).run().assert_ok();
     }
 }
 

@@ -536,9 +536,15 @@ mod tests {
                 s.path("system/nope.toml")
             )
         );
-        let e = s.resolver.load("../x").unwrap_err().to_string();
+        // A spec with `/` is a path relative to the cwd, never a name; use
+        // one that cannot exist wherever the tests run.
+        let e = s
+            .resolver
+            .load("../moat-no-such-profile-3f9c")
+            .unwrap_err()
+            .to_string();
         assert!(
-            e.starts_with("profile `../x` not found; looked in: /"),
+            e.starts_with("profile `../moat-no-such-profile-3f9c` not found; looked in: /"),
             "{e}"
         );
         let e = s.resolver.load(".x").unwrap_err().to_string();

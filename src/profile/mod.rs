@@ -83,6 +83,12 @@ pub fn run(cmd: &ProfileCommand) -> anyhow::Result<i32> {
         },
         ProfileCommand::Check { file } => match load_file(file) {
             Ok(profile) => {
+                // Syscall names are checked against moat's tables, which
+                // the parser does not know; `exec` would refuse them too.
+                if let Err(e) = crate::seccomp_policy::resolve(&profile.seccomp) {
+                    eprintln!("{}: [seccomp]: {e}", file.display());
+                    return Ok(1);
+                }
                 print(&check_summary(file, &profile))?;
                 Ok(0)
             }
