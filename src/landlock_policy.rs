@@ -16,9 +16,9 @@
 //! - Rules name the inode a path resolves to when init applies them, after
 //!   the sandbox root is in place, so every path here is a sandbox path.
 
-use crate::mount_plan::{Access as MountAccess, Plan, Step};
+use crate::mount_plan::{normalize, Access as MountAccess, Plan, Step};
 use crate::profile::{Enforcement, Ports, Profile};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 /// Access granted beneath a path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,16 +64,6 @@ pub struct Rules {
 const PROC: &str = "/proc";
 const DEV: &str = "/dev";
 const DEV_SHM: &str = "/dev/shm";
-
-fn normalize(p: &Path) -> PathBuf {
-    let mut out = PathBuf::from("/");
-    for c in p.components() {
-        if let Component::Normal(s) = c {
-            out.push(s);
-        }
-    }
-    out
-}
 
 /// The rules for a run of `profile` with `plan`; `home` expands `~` in
 /// `[landlock] skip`.

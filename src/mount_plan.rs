@@ -150,8 +150,9 @@ fn depth(p: &Path) -> usize {
         .count()
 }
 
-fn normalize(p: &Path) -> PathBuf {
-    // Profile validation already refuses `..`; drop `.` and duplicate slashes.
+/// An absolute path with `.` and duplicate slashes dropped (profile
+/// validation already refuses `..`).
+pub(crate) fn normalize(p: &Path) -> PathBuf {
     let mut out = PathBuf::from("/");
     for c in p.components() {
         if let Component::Normal(s) = c {
