@@ -66,7 +66,8 @@ use seccompiler::{
     sock_filter, BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition,
     SeccompFilter, SeccompRule, TargetArch,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::OnceLock;
 
 /// An architecture the policy covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,14 +123,25 @@ impl Arch {
     /// The syscall's number on this architecture; `None` if it has none
     /// here (`open` on aarch64, `iopl` anywhere but x86).
     pub fn syscall_number(self, name: &str) -> Option<u32> {
-        self.table().split_whitespace().find_map(|pair| {
-            let (n, nr) = pair.split_once('=')?;
-            if n == name {
-                nr.parse().ok()
-            } else {
-                None
-            }
+        // Parsed once per process: `compile` looks up every policy entry, and
+        // scanning the text table each time was most of moat's start-up CPU.
+        static X86_64: OnceLock<HashMap<&'static str, u32>> = OnceLock::new();
+        static AARCH64: OnceLock<HashMap<&'static str, u32>> = OnceLock::new();
+        let cell = match self {
+            Arch::X86_64 => &X86_64,
+            Arch::Aarch64 => &AARCH64,
+        };
+        cell.get_or_init(|| {
+            self.table()
+                .split_whitespace()
+                .filter_map(|pair| {
+                    let (n, nr) = pair.split_once('=')?;
+                    Some((n, nr.parse().ok()?))
+                })
+                .collect()
         })
+        .get(name)
+        .copied()
     }
 }
 
