@@ -11,6 +11,7 @@
 //! - [`sandbox`]: namespaces, mounts, init, pty and signal relay.
 //! - [`userns`]: diagnosing why user namespaces are unavailable.
 
+pub mod ca;
 pub mod cgroup;
 pub mod cli;
 pub mod doctor;
@@ -18,7 +19,9 @@ pub mod environment;
 pub mod exec;
 pub mod landlock_policy;
 pub mod mount_plan;
+pub mod network_policy;
 pub mod profile;
+pub mod proxy;
 pub mod runs;
 pub mod sandbox;
 pub mod seccomp_policy;

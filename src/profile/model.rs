@@ -30,6 +30,53 @@ pub struct Profile {
     pub landlock: Landlock,
     pub seccomp: Seccomp,
     pub limits: Limits,
+    pub network: Network,
+}
+
+/// What the sandbox may reach through moat's proxy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NetworkMode {
+    /// Only hosts matching `allow` (and not `deny`).
+    #[default]
+    Allowlist,
+    /// Any host not matching `deny`.
+    Open,
+    /// No proxy at all: the sandbox has no network beyond its own `lo`.
+    None,
+}
+
+/// `[network]`: egress through moat's proxy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Network {
+    pub mode: NetworkMode,
+    /// Host patterns: `api.github.com`, `*.githubusercontent.com` (any
+    /// subdomain, not the apex), optionally with `:PORT`
+    /// (`registry.npmjs.org:443`); without a port, 80 and 443.
+    pub allow: Vec<String>,
+    /// Same patterns; a match is refused whatever `allow` says.
+    pub deny: Vec<String>,
+    /// Port of the proxy on 127.0.0.1 inside the sandbox.
+    pub proxy_port: u16,
+    /// Extra CA certificates (PEM files) trusted for upstream TLS, beside the
+    /// host's roots.
+    pub upstream_ca: Vec<PathSpec>,
+}
+
+/// The proxy's port inside the sandbox unless a profile says otherwise:
+/// away from the ports dev servers usually take.
+pub const DEFAULT_PROXY_PORT: u16 = 3128;
+
+impl Default for Network {
+    fn default() -> Self {
+        Network {
+            mode: NetworkMode::Allowlist,
+            allow: Vec::new(),
+            deny: Vec::new(),
+            proxy_port: DEFAULT_PROXY_PORT,
+            upstream_ca: Vec::new(),
+        }
+    }
 }
 
 /// Whether a hardening layer must be fully enforced for the run to start.
@@ -156,6 +203,7 @@ impl Default for Profile {
             landlock: Landlock::default(),
             seccomp: Seccomp::default(),
             limits: Limits::default(),
+            network: Network::default(),
         }
     }
 }
