@@ -29,6 +29,40 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// List recorded runs: id, exit status, profile, what Landlock enforced.
     Runs,
+    /// Show a run's request log: every request the sandbox made through
+    /// moat's proxy, allowed or refused.
+    Log(LogArgs),
+    /// moat's egress proxy on its own (for benchmarks and debugging).
+    #[command(subcommand)]
+    Proxy(ProxyCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Run id, a unique prefix of one, or `latest` (the newest run that
+    /// has a request log).
+    pub run: String,
+    /// Print the raw JSON lines instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProxyCommand {
+    /// Run the proxy on a host address with a profile's network policy
+    /// until SIGINT or SIGTERM.
+    Serve {
+        /// Address to listen on, e.g. 127.0.0.1:3128 (port 0: any free port).
+        #[arg(long, value_name = "ADDR")]
+        listen: String,
+        /// Profile whose [network] table is the policy.
+        #[arg(short, long, default_value = "default", value_name = "NAME|PATH")]
+        profile: String,
+        /// Request log file (default: a new run's log in the runs directory,
+        /// readable with `moat log latest`).
+        #[arg(long, value_name = "PATH")]
+        log: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -2,12 +2,14 @@
 //! and runs it.
 
 use crate::cli::ExecArgs;
-use crate::environment::{self, EnvRequest, Identity};
-use crate::mount_plan::{self, Context, RealHost};
-use crate::sandbox::{self, Outcome, Spec};
+use crate::environment::{self, EnvRequest, Identity, ProxyEnv};
+use crate::mount_plan::{self, Context, Plan, RealHost};
+use crate::profile::{NetworkMode, Profile};
+use crate::sandbox::{self, Outcome, Spec, StartProxy};
 use crate::workspace;
 use anyhow::{anyhow, bail, Context as _, Result};
 use std::ffi::CString;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// Exit status for moat's own failures (bad profile, setup error), kept
@@ -51,8 +53,6 @@ fn cstring(s: impl Into<Vec<u8>>, what: &str) -> Result<CString> {
     CString::new(s).map_err(|_| anyhow!("{what} contains a NUL byte"))
 }
 
-/// Builds the spec. Every check that can fail happens here, before any
-/// namespace exists, so a bad input never leaves a half-built sandbox.
 /// A run ready to start: the sandbox spec plus what the run record and the
 /// after-run checks need.
 pub struct Prepared {
@@ -60,8 +60,177 @@ pub struct Prepared {
     /// Protected paths absent at start (see `mount_plan::Plan`).
     pub absent_protected: Vec<PathBuf>,
     pub record: crate::runs::Record,
+    /// Starts the proxy once init hands over its socket; `None` when the
+    /// profile gives the sandbox no network.
+    pub start_proxy: Option<StartProxy>,
+    /// This run's request log, when it has a proxy.
+    pub request_log: Option<PathBuf>,
 }
 
+/// A private directory on the host for this run's files (the CA bundle the
+/// sandbox sees), removed when dropped.
+struct RunFiles(PathBuf);
+
+impl RunFiles {
+    fn create(run_id: &str) -> Result<RunFiles> {
+        let dir = std::env::temp_dir().join(format!("moat-run-{run_id}"));
+        // Not recursive: an existing directory (planted by someone else)
+        // is an error, not something to write into.
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+        Ok(RunFiles(dir))
+    }
+
+    fn write(&self, name: &str, data: &[u8]) -> Result<PathBuf> {
+        let path = self.0.join(name);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        std::io::Write::write_all(&mut f, data)
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    }
+}
+
+impl Drop for RunFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// What a run with a network needs beyond the profile: the proxy's
+/// variables, its starter and its log.
+struct Network {
+    env: ProxyEnv,
+    start: StartProxy,
+    log_path: PathBuf,
+}
+
+/// Test-only: a PEM file of extra CAs the proxy trusts upstream, for test
+/// servers with their own CA.
+const UPSTREAM_CA_ENV: &str = "MOAT_UPSTREAM_CA";
+
+/// Everything the proxy needs, decided before the sandbox exists: the
+/// compiled policy, moat's CA (made on first use), the sandbox's CA bundle
+/// bound over the host's bundle paths in `plan`.
+fn prepare_network(
+    profile: &Profile,
+    caller: &Caller,
+    plan: &mut Plan,
+    run_id: &str,
+    verbose: bool,
+) -> Result<Network> {
+    let net = &profile.network;
+    let policy = crate::network_policy::Policy::new(net)
+        .map_err(|e| anyhow!("profile `{}`: [network]: {e}", profile.name))?;
+    let mut upstream_ca = Vec::new();
+    for spec in &net.upstream_ca {
+        let p = spec.expand(&caller.home);
+        if !p.is_file() {
+            if spec.optional {
+                continue;
+            }
+            bail!(
+                "profile `{}`: [network] upstream_ca: {}: no such file (prefix it with `-` \
+                 to make it optional)",
+                profile.name,
+                p.display()
+            );
+        }
+        upstream_ca.push(p);
+    }
+    if let Some(v) = std::env::var_os(UPSTREAM_CA_ENV).filter(|v| !v.is_empty()) {
+        let p = PathBuf::from(v);
+        if !p.is_absolute() || !p.is_file() {
+            bail!(
+                "{UPSTREAM_CA_ENV}={}: not an absolute path to a PEM file",
+                p.display()
+            );
+        }
+        upstream_ca.push(p);
+    }
+
+    let data_dir = crate::ca::data_dir(&caller.home);
+    let mut ca = crate::ca::load_or_create(&data_dir).context("moat's CA")?;
+    // The supervisor is about to be copied into the sandbox's init: the
+    // key is read again after that, by the proxy, and not kept until then.
+    let mut key = std::mem::take(&mut ca.key_pem).into_bytes();
+    key.fill(0);
+    drop(key);
+    let (host_path, host_pem) = crate::ca::host_bundle().unwrap_or_default();
+    let files = RunFiles::create(run_id)?;
+    let bundle = files.write(
+        "ca-bundle.pem",
+        crate::ca::bundle(&host_pem, &ca).as_bytes(),
+    )?;
+    let bound = mount_plan::overlay_file(plan, &bundle, crate::ca::BUNDLE_PATHS, &RealHost);
+    if bound.is_empty() {
+        eprintln!(
+            "moat: warning: no CA bundle of the host ({}) is visible in the sandbox, so \
+             HTTPS clients there will not trust moat's CA ({})",
+            crate::ca::BUNDLE_PATHS.join(", "),
+            ca.cert_path.display()
+        );
+    }
+    if verbose {
+        eprintln!(
+            "moat: network: {} through 127.0.0.1:{}; CA {}; host roots from {}",
+            match net.mode {
+                NetworkMode::Allowlist => "allowlist",
+                NetworkMode::Open => "open",
+                NetworkMode::None => "none",
+            },
+            net.proxy_port,
+            ca.cert_path.display(),
+            if host_pem.is_empty() {
+                "nowhere".to_string()
+            } else {
+                host_path.display().to_string()
+            }
+        );
+    }
+
+    let runs_dir = crate::runs::dir(&caller.home);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&runs_dir)
+        .with_context(|| format!("creating {}", runs_dir.display()))?;
+    let log_path = runs_dir.join(format!("{run_id}.requests.jsonl"));
+    let run_id = run_id.to_string();
+    let log = log_path.clone();
+    let start: StartProxy = Box::new(move |listener| {
+        // Init has mounted the bundle by now (it binds the socket after
+        // the file system): the host copy has done its job.
+        drop(files);
+        let ca = crate::ca::load_or_create(&data_dir).map_err(|e| format!("moat's CA: {e:#}"))?;
+        let cfg = crate::proxy::Config {
+            policy,
+            ca,
+            upstream_ca,
+            log_path: log,
+            run_id,
+        };
+        crate::proxy::spawn(listener, cfg).map_err(|e| e.to_string())
+    });
+    Ok(Network {
+        env: ProxyEnv {
+            port: net.proxy_port,
+            ca_bundle: bound.first().map(|p| p.to_string_lossy().into_owned()),
+        },
+        start,
+        log_path,
+    })
+}
+
+/// Builds the spec. Every check that can fail happens here, before any
+/// namespace exists, so a bad input never leaves a half-built sandbox.
 pub fn prepare(args: &ExecArgs, caller: &Caller, verbose: bool) -> Result<Prepared> {
     let profile = crate::profile::load(&args.profile).map_err(|e| anyhow!("{e}"))?;
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
@@ -71,7 +240,7 @@ pub fn prepare(args: &ExecArgs, caller: &Caller, verbose: bool) -> Result<Prepar
         &caller.home,
         args.force_workspace,
     )?;
-    let plan = mount_plan::build(
+    let mut plan = mount_plan::build(
         &profile,
         &Context {
             home: caller.home.clone(),
@@ -80,6 +249,13 @@ pub fn prepare(args: &ExecArgs, caller: &Caller, verbose: bool) -> Result<Prepar
         &RealHost,
     )
     .map_err(|e| anyhow!("profile `{}`: {e}", profile.name))?;
+    let run_id = crate::runs::new_id();
+    let network = match profile.network.mode {
+        NetworkMode::None => None,
+        NetworkMode::Allowlist | NetworkMode::Open => Some(prepare_network(
+            &profile, caller, &mut plan, &run_id, verbose,
+        )?),
+    };
 
     let cli_env = args
         .env
@@ -100,6 +276,7 @@ pub fn prepare(args: &ExecArgs, caller: &Caller, verbose: bool) -> Result<Prepar
             user: caller.user.clone(),
         },
         cwd: &cwd_str,
+        proxy: network.as_ref().map(|n| n.env.clone()),
     });
     let path = env
         .get("PATH")
@@ -155,7 +332,7 @@ pub fn prepare(args: &ExecArgs, caller: &Caller, verbose: bool) -> Result<Prepar
         eprintln!("moat: warning: {w}");
     }
     let record = crate::runs::Record {
-        id: crate::runs::new_id(),
+        id: run_id,
         started_ms: crate::runs::now_ms(),
         ended_ms: None,
         profile: profile.name.clone(),
@@ -182,9 +359,12 @@ pub fn prepare(args: &ExecArgs, caller: &Caller, verbose: bool) -> Result<Prepar
             landlock,
             seccomp,
             limits: limits.plan,
+            proxy_port: network.as_ref().map(|n| n.env.port),
         },
         absent_protected: absent,
         record,
+        request_log: network.as_ref().map(|n| n.log_path.clone()),
+        start_proxy: network.map(|n| n.start),
     })
 }
 
@@ -201,6 +381,8 @@ pub fn run(args: &ExecArgs, verbose: bool) -> i32 {
         spec,
         absent_protected: absent,
         mut record,
+        start_proxy,
+        request_log,
     } = match prepare(args, &caller, verbose) {
         Ok(p) => p,
         Err(e) => {
@@ -208,7 +390,7 @@ pub fn run(args: &ExecArgs, verbose: bool) -> i32 {
             return EXIT_MOAT_ERROR;
         }
     };
-    let report = match sandbox::run(&spec) {
+    let report = match sandbox::run(&spec, start_proxy) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("moat: {e}");
@@ -245,6 +427,16 @@ pub fn run(args: &ExecArgs, verbose: bool) -> i32 {
             },
             h.seccomp.denied_syscalls
         );
+    }
+    if verbose {
+        if let (Some(n), Some(log)) = (&report.network, &request_log) {
+            eprintln!(
+                "moat: network: {} requests, {} refused; log {}",
+                n.requests,
+                n.denied,
+                log.display()
+            );
+        }
     }
     for line in &report.ended_by {
         eprintln!("moat: {line}");

@@ -17,7 +17,7 @@
 //!   the sandbox root is in place, so every path here is a sandbox path.
 
 use crate::mount_plan::{normalize, Access as MountAccess, Plan, Step};
-use crate::profile::{Enforcement, Ports, Profile};
+use crate::profile::{Enforcement, NetworkMode, Ports, Profile};
 use std::path::{Path, PathBuf};
 
 /// Access granted beneath a path.
@@ -123,10 +123,21 @@ pub fn rules(plan: &Plan, profile: &Profile, home: &Path) -> Rules {
         paths.push((path, access));
     }
 
+    // The proxy is the sandbox's way out: connecting to it is allowed
+    // whatever the profile lists. With `mode = "none"` there is no proxy.
+    let mut connect_tcp = profile.landlock.connect_tcp.clone();
+    if profile.network.mode != NetworkMode::None {
+        if let Ports::Only(list) = &mut connect_tcp {
+            if !list.contains(&profile.network.proxy_port) {
+                list.push(profile.network.proxy_port);
+            }
+        }
+    }
+
     Rules {
         mode: profile.landlock.mode,
         paths,
-        connect_tcp: profile.landlock.connect_tcp.clone(),
+        connect_tcp,
         bind_tcp: profile.landlock.bind_tcp.clone(),
         scope: true,
         skipped,
@@ -435,8 +446,8 @@ mod tests {
         assert_eq!(access_of(&r, "/"), None);
         assert!(r.skipped.is_empty());
         assert!(r.scope);
-        // Defaults: connect nowhere, bind anywhere.
-        assert_eq!(r.connect_tcp, Ports::Only(vec![]));
+        // Defaults: connect only to the proxy, bind anywhere.
+        assert_eq!(r.connect_tcp, Ports::Only(vec![3128]));
         assert_eq!(r.bind_tcp, Ports::Any);
         assert_eq!(r.mode, Enforcement::BestEffort);
     }
@@ -513,6 +524,33 @@ mod tests {
         assert_eq!(r.connect_tcp, Ports::Only(vec![3128]));
         assert_eq!(r.bind_tcp, Ports::Only(vec![8080]));
         assert_eq!(r.mode, Enforcement::Required);
+    }
+
+    #[test]
+    fn proxy_port_is_allowed_unless_there_is_no_network() {
+        let mut p = profile(&[]);
+        p.network.proxy_port = 8899;
+        p.landlock.connect_tcp = Ports::Only(vec![5432]);
+        let r = rules(&plan(), &p, Path::new("/h"));
+        assert_eq!(r.connect_tcp, Ports::Only(vec![5432, 8899]));
+        // Listed already: once.
+        p.landlock.connect_tcp = Ports::Only(vec![8899]);
+        let r = rules(&plan(), &p, Path::new("/h"));
+        assert_eq!(r.connect_tcp, Ports::Only(vec![8899]));
+        // "any" stays any.
+        p.landlock.connect_tcp = Ports::Any;
+        let r = rules(&plan(), &p, Path::new("/h"));
+        assert_eq!(r.connect_tcp, Ports::Any);
+        // No network, no proxy, nothing added.
+        p.network.mode = NetworkMode::None;
+        p.landlock.connect_tcp = Ports::Only(vec![5432]);
+        let r = rules(&plan(), &p, Path::new("/h"));
+        assert_eq!(r.connect_tcp, Ports::Only(vec![5432]));
+        for mode in [NetworkMode::Open, NetworkMode::Allowlist] {
+            p.network.mode = mode;
+            let r = rules(&plan(), &p, Path::new("/h"));
+            assert_eq!(r.connect_tcp, Ports::Only(vec![5432, 8899]), "{mode:?}");
+        }
     }
 
     fn default_rules(mode: Enforcement) -> Rules {

@@ -15,6 +15,8 @@ fn main() {
                 }
             }
         }
+        Command::Log(args) => report(moat::proxy::log::command(args)),
+        Command::Proxy(cmd) => report(moat::proxy::serve::command(cmd)),
         Command::Profile(cmd) => match moat::profile::run(cmd) {
             Ok(code) => code,
             Err(e) => {
@@ -24,4 +26,15 @@ fn main() {
         },
     };
     std::process::exit(code);
+}
+
+/// The exit code of a command, or 125 after printing its error.
+fn report(r: anyhow::Result<i32>) -> i32 {
+    match r {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("moat: {e:#}");
+            moat::exec::EXIT_MOAT_ERROR
+        }
+    }
 }

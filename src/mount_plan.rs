@@ -382,6 +382,69 @@ fn protect_steps(
     Ok(absent)
 }
 
+/// Read-only binds of the host file `src` over each of `targets` that the
+/// sandbox would otherwise show as the host's own regular file: the target
+/// lies under a directory the plan binds, nothing the plan puts deeper
+/// (a mask, a tmpfs, a symlink) covers it, and no component of it is a
+/// symlink on the host (the sandbox side is walked without following
+/// symlinks). A target that is masked stays masked. Returns the targets
+/// bound, in the order given.
+///
+/// Used for the CA bundle: the sandbox's copy of the system roots becomes
+/// the host's roots plus moat's CA, wherever the host keeps them.
+pub fn overlay_file(
+    plan: &mut Plan,
+    src: &Path,
+    targets: &[&str],
+    host: &dyn HostFs,
+) -> Vec<PathBuf> {
+    let mut bound = Vec::new();
+    for t in targets {
+        let target = normalize(Path::new(t));
+        if host.lstat(&target) != Some(HostEntry::File)
+            || host.canonicalize(&target).as_deref() != Some(target.as_path())
+            || bound.contains(&target)
+        {
+            continue;
+        }
+        // What the sandbox shows there is decided by the deepest step at or
+        // above it; at equal depth, the later one is on top.
+        let covering = plan
+            .steps
+            .iter()
+            .filter(|s| target.starts_with(s.dst()))
+            .max_by_key(|s| depth(s.dst()));
+        let visible = matches!(
+            covering,
+            Some(Step::Bind { src: from, dst, .. })
+                if target.strip_prefix(dst).is_ok_and(|rel| from.join(rel) == target)
+        );
+        if !visible {
+            continue;
+        }
+        // On top of everything at its depth and below it, under nothing:
+        // the order `build` sorts by stays intact.
+        let d = depth(&target);
+        let at = plan
+            .steps
+            .iter()
+            .position(|s| depth(s.dst()) > d)
+            .unwrap_or(plan.steps.len());
+        plan.steps.insert(
+            at,
+            Step::Bind {
+                src: src.to_path_buf(),
+                dst: target.clone(),
+                access: Access::ReadOnly,
+                kind: Kind::File,
+                beneath: None,
+            },
+        );
+        bound.push(target);
+    }
+    bound
+}
+
 /// Paths of a profile entry list, expanded, for messages and tests.
 pub fn expand_all(specs: &[PathSpec], home: &Path) -> Vec<PathBuf> {
     specs.iter().map(|s| s.expand(home)).collect()
@@ -717,5 +780,122 @@ mod tests {
                 .count(),
             0
         );
+    }
+
+    const BUNDLES: &[&str] = &[
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/pki/tls/certs/ca-bundle.crt",
+        "/etc/ssl/cert.pem",
+    ];
+
+    fn ca_host() -> FakeHost {
+        host()
+            .dir("/etc/ssl")
+            .dir("/etc/ssl/certs")
+            .file("/etc/ssl/certs/ca-certificates.crt")
+            .dir("/etc/ssl/private")
+            .link("/etc/ssl/cert.pem", "certs/ca-certificates.crt")
+            .dir("/run")
+            .file("/run/bundle.pem")
+    }
+
+    fn depths_sorted(plan: &Plan) -> bool {
+        plan.steps
+            .windows(2)
+            .all(|w| depth(w[0].dst()) <= depth(w[1].dst()))
+    }
+
+    #[test]
+    fn bundle_binds_over_existing_visible_files_on_top() {
+        let mut plan = build(
+            &profile(&["/usr", "/etc"], &["/etc/ssl/private", "/etc/shadow"], &[]),
+            &ctx(),
+            &ca_host(),
+        )
+        .unwrap();
+        let before = plan.steps.len();
+        let bound = overlay_file(&mut plan, Path::new("/run/bundle.pem"), BUNDLES, &ca_host());
+        // Absent (/etc/pki) and symlinked (cert.pem: its target is bound
+        // anyway) paths get nothing.
+        assert_eq!(bound, [PathBuf::from("/etc/ssl/certs/ca-certificates.crt")]);
+        assert_eq!(plan.steps.len(), before + 1);
+        let pos = |p: &str| {
+            plan.steps
+                .iter()
+                .position(|s| s.dst() == Path::new(p))
+                .unwrap()
+        };
+        let at = pos("/etc/ssl/certs/ca-certificates.crt");
+        assert_eq!(
+            plan.steps[at],
+            Step::Bind {
+                src: "/run/bundle.pem".into(),
+                dst: "/etc/ssl/certs/ca-certificates.crt".into(),
+                access: Access::ReadOnly,
+                kind: Kind::File,
+                beneath: None,
+            }
+        );
+        assert!(pos("/etc") < at && pos("/etc/ssl/private") < at);
+        assert!(depths_sorted(&plan));
+        // Overlaid once only: the bundle is not the host's file any more.
+        let mut again = plan.clone();
+        assert!(overlay_file(&mut again, Path::new("/run/x.pem"), BUNDLES, &ca_host()).is_empty());
+        assert_eq!(again, plan);
+        // The same path named twice: one bind.
+        let mut plan2 = build(&profile(&["/etc"], &[], &[]), &ctx(), &ca_host()).unwrap();
+        let again = overlay_file(
+            &mut plan2,
+            Path::new("/run/bundle.pem"),
+            &[
+                "/etc/ssl/certs/ca-certificates.crt",
+                "/etc//ssl/certs/ca-certificates.crt",
+            ],
+            &ca_host(),
+        );
+        assert_eq!(again.len(), 1);
+    }
+
+    #[test]
+    fn bundle_respects_masks_and_invisible_paths() {
+        let h = ca_host();
+        // The profile hides the directory: the mask wins.
+        let mut plan = build(&profile(&["/usr", "/etc"], &["/etc/ssl"], &[]), &ctx(), &h).unwrap();
+        let steps = plan.steps.clone();
+        assert!(overlay_file(&mut plan, Path::new("/run/bundle.pem"), BUNDLES, &h).is_empty());
+        assert_eq!(plan.steps, steps);
+        // Or the file itself.
+        let mut plan = build(
+            &profile(&["/etc"], &["/etc/ssl/certs/ca-certificates.crt"], &[]),
+            &ctx(),
+            &h,
+        )
+        .unwrap();
+        assert!(overlay_file(&mut plan, Path::new("/run/bundle.pem"), BUNDLES, &h).is_empty());
+        // /etc not visible at all: nothing to overlay.
+        let mut plan = build(&profile(&["/usr"], &[], &[]), &ctx(), &h).unwrap();
+        assert!(overlay_file(&mut plan, Path::new("/run/bundle.pem"), BUNDLES, &h).is_empty());
+        // A tmpfs over the directory.
+        let mut p = profile(&["/etc"], &[], &[]);
+        p.filesystem.tmpfs.push(spec("/etc/ssl"));
+        let mut plan = build(&p, &ctx(), &h).unwrap();
+        assert!(overlay_file(&mut plan, Path::new("/run/bundle.pem"), BUNDLES, &h).is_empty());
+    }
+
+    #[test]
+    fn bundle_path_through_a_symlinked_directory_is_skipped() {
+        // /etc/ssl/certs -> /usr/share/certs: walking it inside would go
+        // through a symlink.
+        let h = host()
+            .dir("/etc/ssl")
+            .link("/etc/ssl/certs", "/usr/share/certs")
+            // lstat follows the symlinked directory, as the real one does.
+            .file("/etc/ssl/certs/ca-certificates.crt")
+            .dir("/usr/share")
+            .dir("/usr/share/certs")
+            .file("/usr/share/certs/ca-certificates.crt")
+            .file("/run/bundle.pem");
+        let mut plan = build(&profile(&["/usr", "/etc"], &[], &[]), &ctx(), &h).unwrap();
+        assert!(overlay_file(&mut plan, Path::new("/run/bundle.pem"), BUNDLES, &h).is_empty());
     }
 }

@@ -67,11 +67,34 @@ sandbox_test! {
         for (k, v) in expect {
             assert_eq!(env.get(k).map(String::as_str), Some(v), "{k}{out}");
         }
+        // moat's own network variables: every proxy variable names the one
+        // loopback proxy, every CA variable the sandbox's merged bundle.
+        let proxy = env.get("HTTP_PROXY").cloned().unwrap_or_default();
+        assert!(proxy.starts_with("http://127.0.0.1:"), "HTTP_PROXY={proxy}{out}");
+        let moat_vars: Vec<&str> = moat::environment::PROXY_VARS
+            .iter()
+            .chain(moat::environment::CA_VARS)
+            .copied()
+            .chain(["NO_PROXY", "no_proxy", "NODE_USE_ENV_PROXY"])
+            .collect();
+        for k in moat::environment::PROXY_VARS {
+            assert_eq!(env.get(*k), Some(&proxy), "{k}{out}");
+        }
+        for k in ["NO_PROXY", "no_proxy"] {
+            assert_eq!(env.get(k).map(String::as_str), Some(moat::environment::NO_PROXY), "{k}{out}");
+        }
+        for k in moat::environment::CA_VARS {
+            assert_eq!(
+                env.get(*k).map(String::as_str),
+                Some("/etc/ssl/certs/ca-certificates.crt"),
+                "{k}{out}"
+            );
+        }
         // PWD is what a login shell would set; anything else came from
         // somewhere it should not have.
         for k in env.keys() {
             assert!(
-                expect.iter().any(|(e, _)| e == k) || k == "PWD",
+                expect.iter().any(|(e, _)| e == k) || k == "PWD" || moat_vars.contains(&k.as_str()),
                 "unexpected variable {k} in the sandbox{out}"
             );
         }

@@ -56,6 +56,52 @@ mod tests {
         }
     }
 
+    /// The default reaches what a coding agent needs through the proxy, and
+    /// only that.
+    #[test]
+    fn default_network() {
+        let (_, text) = get("default").unwrap();
+        let n = raw::parse(&Doc {
+            file: "default.toml",
+            text,
+        })
+        .unwrap()
+        .network;
+        assert_eq!(n.mode, Some(crate::profile::NetworkMode::Allowlist));
+        assert_eq!(n.proxy_port, Some(crate::profile::DEFAULT_PROXY_PORT));
+        for host in [
+            "api.anthropic.com",
+            "api.openai.com",
+            "github.com",
+            "api.github.com",
+            "codeload.github.com",
+            "*.githubusercontent.com",
+            "registry.npmjs.org",
+            "pypi.org",
+            "files.pythonhosted.org",
+            "crates.io",
+            "index.crates.io",
+            "static.crates.io",
+        ] {
+            assert!(n.allow.iter().any(|a| a == host), "{host} not allowed");
+        }
+        assert_eq!(n.allow.len(), 12, "{:?}", n.allow);
+        assert!(n.deny.is_empty() && n.upstream_ca.is_empty());
+        // Ports are left to the 80/443 default.
+        assert!(n.allow.iter().all(|a| !a.contains(':')), "{:?}", n.allow);
+        let policy = crate::network_policy::Policy::new(&crate::profile::Network {
+            mode: n.mode.unwrap(),
+            allow: n.allow.clone(),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(policy
+            .check_name("raw.githubusercontent.com", 443)
+            .is_allow());
+        assert!(!policy.check_name("example.com", 443).is_allow());
+        assert!(!policy.check_name("github.com", 22).is_allow());
+    }
+
     /// The default's commented-out limits are there to be uncommented; they
     /// must be valid when they are.
     #[test]

@@ -1,7 +1,7 @@
 //! One validated profile file before `extends` is applied, and the rule for
 //! merging a file over its parent.
 
-use super::model::{Enforcement, PathSpec, Ports, Profile, WorkspaceAccess};
+use super::model::{Enforcement, NetworkMode, PathSpec, Ports, Profile, WorkspaceAccess};
 use std::collections::BTreeMap;
 use toml::Spanned;
 
@@ -19,6 +19,7 @@ pub(crate) struct Layer {
     pub landlock: LandlockLayer,
     pub seccomp: SeccompLayer,
     pub limits: LimitsLayer,
+    pub network: NetworkLayer,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -54,6 +55,16 @@ pub(crate) struct LimitsLayer {
     pub required: Option<bool>,
 }
 
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct NetworkLayer {
+    pub mode: Option<NetworkMode>,
+    /// Patterns in their canonical spelling.
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
+    pub proxy_port: Option<u16>,
+    pub upstream_ca: Vec<PathSpec>,
+}
+
 impl Layer {
     /// Merges this layer over `profile`, which holds everything its parents
     /// said. Scalars: this layer's value when set. Lists: the parents'
@@ -72,6 +83,11 @@ impl Layer {
     /// - each `[limits]` field, `required` included: a derived profile can
     ///   loosen a limit as well as tighten it. It cannot remove one its
     ///   parent sets (there is no "unlimited" spelling), only raise it.
+    ///
+    /// `[network]`: `mode` and `proxy_port` are scalars; `allow`, `deny`
+    /// and `upstream_ca` grow like the other lists. A derived profile that
+    /// wants fewer hosts than its parent sets `mode = "none"`, or extends
+    /// nothing and lists its own.
     pub fn apply_to(self, profile: &mut Profile) {
         if let Some(description) = self.description {
             profile.description = description;
@@ -124,6 +140,18 @@ impl Layer {
         if let Some(required) = layer.required {
             limits.required = required;
         }
+
+        let net = &mut profile.network;
+        let layer = self.network;
+        if let Some(mode) = layer.mode {
+            net.mode = mode;
+        }
+        if let Some(port) = layer.proxy_port {
+            net.proxy_port = port;
+        }
+        append_unique(&mut net.allow, layer.allow);
+        append_unique(&mut net.deny, layer.deny);
+        append_paths(&mut net.upstream_ca, layer.upstream_ca);
     }
 }
 
@@ -316,6 +344,58 @@ mod tests {
         assert_eq!(p.landlock.connect_tcp, Ports::Any);
         assert_eq!(p.landlock.bind_tcp, Ports::Only(vec![]));
         assert_eq!(p.landlock.mode, Enforcement::BestEffort);
+    }
+
+    #[test]
+    fn network_over_parent() {
+        let mut p = Profile::default();
+        Layer {
+            network: NetworkLayer {
+                mode: Some(NetworkMode::Open),
+                allow: strings(&["a.com", "*.b.com"]),
+                deny: strings(&["x.com"]),
+                proxy_port: Some(8888),
+                upstream_ca: vec![spec("/ca/a.pem"), spec("-/ca/b.pem")],
+            },
+            ..Default::default()
+        }
+        .apply_to(&mut p);
+        assert_eq!(p.network.mode, NetworkMode::Open);
+        assert_eq!(p.network.proxy_port, 8888);
+
+        // Unset scalars keep the parent's; lists append without repeats.
+        Layer {
+            network: NetworkLayer {
+                allow: strings(&["c.com:22", "a.com"]),
+                deny: strings(&["y.com", "x.com"]),
+                upstream_ca: vec![spec("/ca/b.pem"), spec("/ca/c.pem")],
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+        .apply_to(&mut p);
+        assert_eq!(p.network.mode, NetworkMode::Open);
+        assert_eq!(p.network.proxy_port, 8888);
+        assert_eq!(p.network.allow, ["a.com", "*.b.com", "c.com:22"]);
+        assert_eq!(p.network.deny, ["x.com", "y.com"]);
+        assert_eq!(
+            p.network.upstream_ca,
+            vec![spec("/ca/a.pem"), spec("/ca/b.pem"), spec("/ca/c.pem")]
+        );
+
+        // Set scalars win, in either direction.
+        Layer {
+            network: NetworkLayer {
+                mode: Some(NetworkMode::None),
+                proxy_port: Some(3128),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+        .apply_to(&mut p);
+        assert_eq!(p.network.mode, NetworkMode::None);
+        assert_eq!(p.network.proxy_port, 3128);
+        assert_eq!(p.network.allow.len(), 3);
     }
 
     #[test]

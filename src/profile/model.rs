@@ -46,13 +46,33 @@ pub enum NetworkMode {
     None,
 }
 
+impl NetworkMode {
+    /// The spelling used in profiles (`mode = "allowlist"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkMode::Allowlist => "allowlist",
+            NetworkMode::Open => "open",
+            NetworkMode::None => "none",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<NetworkMode> {
+        [NetworkMode::Allowlist, NetworkMode::Open, NetworkMode::None]
+            .into_iter()
+            .find(|m| m.as_str() == name)
+    }
+}
+
 /// `[network]`: egress through moat's proxy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Network {
     pub mode: NetworkMode,
     /// Host patterns: `api.github.com`, `*.githubusercontent.com` (any
-    /// subdomain, not the apex), optionally with `:PORT`
-    /// (`registry.npmjs.org:443`); without a port, 80 and 443.
+    /// subdomain, not the apex), IP literals (`10.0.0.5`, `[::1]`),
+    /// optionally with `:PORT` (`registry.npmjs.org:443`); without a port,
+    /// 80 and 443 only. Stored in canonical spelling (lower case). Only an
+    /// exact `host:PORT` entry lets a name reach a loopback, private or
+    /// metadata address (see `crate::network_policy`).
     pub allow: Vec<String>,
     /// Same patterns; a match is refused whatever `allow` says.
     pub deny: Vec<String>,

@@ -6,8 +6,10 @@
 //! its check in [`RawProfile::validate`].
 
 use super::error::{Doc, ProfileError};
-use super::layer::{FilesystemLayer, LandlockLayer, Layer, LimitsLayer, SeccompLayer};
-use super::model::{Enforcement, PathSpec, Ports, WorkspaceAccess};
+use super::layer::{
+    FilesystemLayer, LandlockLayer, Layer, LimitsLayer, NetworkLayer, SeccompLayer,
+};
+use super::model::{Enforcement, NetworkMode, PathSpec, Ports, WorkspaceAccess};
 use serde::de::{Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -39,6 +41,8 @@ pub(crate) struct RawProfile {
     seccomp: RawSeccomp,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    network: RawNetwork,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -84,6 +88,19 @@ struct RawLimits {
     cpu: Option<AnyValue>,
     timeout: Option<AnyValue>,
     required: Option<Spanned<bool>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNetwork {
+    mode: Option<Text>,
+    #[serde(default)]
+    allow: Vec<Text>,
+    #[serde(default)]
+    deny: Vec<Text>,
+    proxy_port: Option<AnyValue>,
+    #[serde(default)]
+    upstream_ca: Vec<Text>,
 }
 
 /// `connect_tcp` / `bind_tcp` as written: a word (only `"any"` is valid) or
@@ -158,6 +175,7 @@ impl RawProfile {
             landlock: self.landlock.validate(doc)?,
             seccomp: self.seccomp.validate(doc)?,
             limits: self.limits.validate(doc)?,
+            network: self.network.validate(doc)?,
         })
     }
 }
@@ -233,6 +251,69 @@ impl RawLimits {
             timeout_ms: self.timeout.map(|v| timeout(doc, &v)).transpose()?,
             required: self.required.map(Spanned::into_inner),
         })
+    }
+}
+
+impl RawNetwork {
+    fn validate(self, doc: &Doc<'_>) -> Result<NetworkLayer, ProfileError> {
+        let patterns = |list: &'static str, items: &[Text]| -> Result<Vec<String>, ProfileError> {
+            items.iter().map(|p| host_pattern(doc, list, p)).collect()
+        };
+        Ok(NetworkLayer {
+            mode: self.mode.map(|m| network_mode(doc, &m)).transpose()?,
+            allow: patterns("allow", &self.allow)?,
+            deny: patterns("deny", &self.deny)?,
+            proxy_port: self.proxy_port.map(|p| proxy_port(doc, &p)).transpose()?,
+            upstream_ca: self
+                .upstream_ca
+                .iter()
+                .map(|p| path_spec(doc, "network.upstream_ca", p))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+fn network_mode(doc: &Doc<'_>, mode: &Text) -> Result<NetworkMode, ProfileError> {
+    NetworkMode::from_name(mode.get_ref()).ok_or_else(|| {
+        doc.at(
+            mode.span(),
+            format!(
+                "`mode` in [network] must be \"allowlist\" (only the hosts in `allow`), \
+                 \"open\" (any host not in `deny`) or \"none\" (no network at all), not \"{}\"",
+                mode.get_ref().escape_debug()
+            ),
+        )
+    })
+}
+
+/// An `allow` / `deny` entry, in its canonical spelling (lower case, IPv6
+/// compressed) so that merging drops repeats written differently.
+fn host_pattern(doc: &Doc<'_>, list: &str, entry: &Text) -> Result<String, ProfileError> {
+    crate::network_policy::Pattern::parse(entry.get_ref())
+        .map(|p| p.to_string())
+        .map_err(|reason| {
+            doc.at(
+                entry.span(),
+                format!(
+                    "`network.{list}` entry \"{}\" is not a host pattern: {reason}",
+                    entry.get_ref().escape_debug()
+                ),
+            )
+        })
+}
+
+fn proxy_port(doc: &Doc<'_>, value: &AnyValue) -> Result<u16, ProfileError> {
+    match value.get_ref() {
+        toml::Value::Integer(n) if (1..=65535).contains(n) => Ok(*n as u16),
+        other => Err(doc.at(
+            value.span(),
+            format!(
+                "`proxy_port` in [network] must be a TCP port number from 1 to 65535 (the \
+                 default is {}); found {}",
+                super::model::DEFAULT_PROXY_PORT,
+                found(other)
+            ),
+        )),
     }
 }
 
@@ -1352,6 +1433,140 @@ mod tests {
                 None => assert!(!e.contains("did you mean"), "{e}"),
             }
         }
+    }
+
+    #[test]
+    fn network_keys() {
+        let n = layer(
+            "[network]\nmode = \"open\"\nallow = [\"API.GitHub.com\", \"*.githubusercontent.com\", \
+             \"registry.npmjs.org:443\", \"10.0.0.5\", \"[0::1]:8080\"]\n\
+             deny = [\"*.tracker.example\"]\nproxy_port = 8888\n\
+             upstream_ca = [\"/etc/corp-ca.pem\", \"-~/ca//x.pem\"]\n",
+        )
+        .unwrap()
+        .network;
+        assert_eq!(n.mode, Some(NetworkMode::Open));
+        assert_eq!(
+            n.allow,
+            [
+                "api.github.com",
+                "*.githubusercontent.com",
+                "registry.npmjs.org:443",
+                "10.0.0.5",
+                "[::1]:8080"
+            ]
+        );
+        assert_eq!(n.deny, ["*.tracker.example"]);
+        assert_eq!(n.proxy_port, Some(8888));
+        let cas: Vec<String> = n.upstream_ca.iter().map(|p| p.to_string()).collect();
+        assert_eq!(cas, ["/etc/corp-ca.pem", "-~/ca/x.pem"]);
+
+        for (word, mode) in [
+            ("allowlist", NetworkMode::Allowlist),
+            ("open", NetworkMode::Open),
+            ("none", NetworkMode::None),
+        ] {
+            let n = layer(&format!("[network]\nmode = \"{word}\""))
+                .unwrap()
+                .network;
+            assert_eq!(n.mode, Some(mode));
+        }
+        for port in [1, 65535] {
+            let n = layer(&format!("network.proxy_port = {port}"))
+                .unwrap()
+                .network;
+            assert_eq!(n.proxy_port, Some(port));
+        }
+        assert_eq!(layer("").unwrap().network, NetworkLayer::default());
+        assert_eq!(layer("[network]").unwrap().network, NetworkLayer::default());
+    }
+
+    #[test]
+    fn network_errors() {
+        assert_error(
+            "[network]\nmode = \"allow\"",
+            "2:8",
+            "`mode` in [network] must be \"allowlist\" (only the hosts in `allow`), \"open\" \
+             (any host not in `deny`) or \"none\" (no network at all), not \"allow\"",
+        );
+        assert_error(
+            "[network]\nmode = true",
+            "2:8",
+            "`network.mode` must be a string",
+        );
+        for (bad, needle) in [
+            (
+                "*",
+                "a lone `*` would match every host; use `mode = \"open\"`",
+            ),
+            ("", "it is empty"),
+            ("https://a.com", "it has a scheme `https://`"),
+            ("a.com/x", "it has a `/`"),
+            ("a.com.", "trailing dot"),
+            ("a_b.com", "not `_`"),
+            ("a.*.com", "`*` may only stand alone"),
+            ("a.com:0", "`0` after the `:` is not a port"),
+            ("a.com:99999", "not a port"),
+            ("::1", "must be in brackets"),
+            ("[::1", "closing `]`"),
+            ("10.1", "looks like an IP address"),
+        ] {
+            for list in ["allow", "deny"] {
+                let text = format!("[network]\n{list} = [\"ok.com\", {bad:?}]");
+                assert_error(
+                    &text,
+                    &format!("2:{}", list.len() + 15),
+                    &format!(
+                        "`network.{list}` entry \"{}\" is not a host pattern: ",
+                        bad.escape_debug()
+                    ),
+                );
+                let e = error(&text);
+                assert!(e.contains(needle), "{e:?} does not mention {needle:?}");
+            }
+        }
+        assert_error(
+            "[network]\nallow = \"a.com\"",
+            "2:9",
+            "`network.allow` must be an array",
+        );
+        assert_error("[network]\nallow = [1]", "2:10", "must be a string");
+        for (bad, found) in [
+            ("0", "integer `0`"),
+            ("65536", "integer `65536`"),
+            ("-1", "integer `-1`"),
+            ("\"3128\"", "string \"3128\""),
+            ("3128.0", "float `3128.0`"),
+        ] {
+            assert_error(
+                &format!("[network]\nproxy_port = {bad}"),
+                "2:14",
+                &format!(
+                    "`proxy_port` in [network] must be a TCP port number from 1 to 65535 (the \
+                     default is 3128); found {found}"
+                ),
+            );
+        }
+        assert_error(
+            "[network]\nupstream_ca = [\"ca.pem\"]",
+            "2:16",
+            "path `ca.pem` in `network.upstream_ca` must be absolute or start with `~/`",
+        );
+        assert_error(
+            "[network]\nupstream_ca = [\"/a/../ca.pem\"]",
+            "2:16",
+            "contains a `..` component",
+        );
+        let e = error("[network]\nallowlist = []\n");
+        assert!(
+            e.starts_with(
+                "p.toml:2:1: unknown key `allowlist` in [network]; known keys: `mode`, `allow`, \
+                 `deny`, `proxy_port`, `upstream_ca`"
+            ),
+            "{e}"
+        );
+        let e = error("[netwrok]\n");
+        assert!(e.ends_with("(did you mean `network`?)"), "{e}");
     }
 
     #[test]

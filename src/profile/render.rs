@@ -55,6 +55,14 @@ pub(crate) fn to_toml(p: &Profile) -> String {
     limit(&mut out, "cpu", limits.cpu_millis.map(cores));
     limit(&mut out, "timeout", limits.timeout_ms.map(duration));
     let _ = writeln!(out, "required = {}", limits.required);
+
+    let net = &p.network;
+    out.push_str("\n[network]\n");
+    let _ = writeln!(out, "mode = {}", quote(net.mode.as_str()));
+    array(&mut out, "allow", net.allow.iter().map(|s| quote(s)));
+    array(&mut out, "deny", net.deny.iter().map(|s| quote(s)));
+    let _ = writeln!(out, "proxy_port = {}", net.proxy_port);
+    array(&mut out, "upstream_ca", paths(&net.upstream_ca));
     out
 }
 
@@ -192,7 +200,7 @@ fn comment(s: &str) -> String {
 mod tests {
     use super::*;
     use crate::profile::error::Doc;
-    use crate::profile::model::WorkspaceAccess;
+    use crate::profile::model::{NetworkMode, WorkspaceAccess};
     use crate::profile::raw;
 
     fn reload(text: &str) -> Profile {
@@ -269,6 +277,44 @@ mod tests {
     }
 
     #[test]
+    fn network_round_trips() {
+        let mut p = Profile::default();
+        for mode in [NetworkMode::Open, NetworkMode::None, NetworkMode::Allowlist] {
+            p.network.mode = mode;
+            p.network.allow = vec![
+                "api.github.com".into(),
+                "*.githubusercontent.com".into(),
+                "github.com:22".into(),
+                "10.0.0.5:8080".into(),
+                "[::1]:8000".into(),
+            ];
+            p.network.deny = vec!["*.tracker.example".into()];
+            p.network.proxy_port = 65535;
+            p.network.upstream_ca = vec![
+                PathSpec {
+                    path: "/etc/corp ca.pem".into(),
+                    optional: false,
+                },
+                PathSpec {
+                    path: "~/ca.pem".into(),
+                    optional: true,
+                },
+            ];
+            let text = to_toml(&p);
+            for line in [
+                format!("\n[network]\nmode = \"{}\"\nallow = [\n", mode.as_str()),
+                "    \"[::1]:8000\",\n".to_string(),
+                "deny = [\n    \"*.tracker.example\",\n]\n".to_string(),
+                "proxy_port = 65535\n".to_string(),
+                "    \"-~/ca.pem\",\n".to_string(),
+            ] {
+                assert!(text.contains(&line), "{line:?} not in\n{text}");
+            }
+            same_apart_from_origin(&reload(&text), &p);
+        }
+    }
+
+    #[test]
     fn unset_limits_are_commented_out() {
         let p = Profile::default();
         let text = to_toml(&p);
@@ -277,7 +323,9 @@ mod tests {
                 "\n[landlock]\nmode = \"best-effort\"\nconnect_tcp = []\nbind_tcp = \"any\"\n\
                  skip = []\n\n[seccomp]\ndeny = []\nallow = []\n\n[limits]\n\
                  # memory: not set, no limit\n# pids: not set, no limit\n\
-                 # cpu: not set, no limit\n# timeout: not set, no limit\nrequired = false\n"
+                 # cpu: not set, no limit\n# timeout: not set, no limit\nrequired = false\n\n\
+                 [network]\nmode = \"allowlist\"\nallow = []\ndeny = []\nproxy_port = 3128\n\
+                 upstream_ca = []\n"
             ),
             "{text}"
         );

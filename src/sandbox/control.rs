@@ -16,6 +16,9 @@ pub enum Msg {
     Go,
     /// Init -> supervisor: the pty master (sent with the fd).
     Pty,
+    /// Init -> supervisor: the proxy's listening socket, bound inside the
+    /// sandbox's network namespace (sent with the fd).
+    Listener,
     /// Init -> supervisor: setting up the sandbox failed.
     SetupFailed(String),
     /// Init -> supervisor: the command could not be executed (errno).
@@ -35,6 +38,7 @@ impl Msg {
         match self {
             Msg::Go => v.push(b'G'),
             Msg::Pty => v.push(b'P'),
+            Msg::Listener => v.push(b'L'),
             Msg::SetupFailed(s) => {
                 v.push(b'F');
                 v.extend_from_slice(s.as_bytes());
@@ -64,6 +68,7 @@ impl Msg {
         Some(match tag {
             b'G' => Msg::Go,
             b'P' => Msg::Pty,
+            b'L' => Msg::Listener,
             b'F' => Msg::SetupFailed(String::from_utf8_lossy(rest).into_owned()),
             b'N' => Msg::ExecFailed {
                 errno: int(rest)?,
@@ -179,6 +184,12 @@ mod tests {
         let (m, fd) = b.recv().unwrap().unwrap();
         assert_eq!(m, Msg::Pty);
         assert!(fd.is_some());
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        a.send_with_fd(&Msg::Listener, Some(l.as_raw_fd())).unwrap();
+        let (m, fd) = b.recv().unwrap().unwrap();
+        assert_eq!(m, Msg::Listener);
+        let got = std::net::TcpListener::from(fd.unwrap());
+        assert_eq!(got.local_addr().unwrap(), l.local_addr().unwrap());
         drop(a);
         assert!(b.recv().unwrap().is_none());
     }

@@ -79,6 +79,30 @@ pub fn run(spec: &Spec, chan: Channel) -> ! {
         None => None,
     };
 
+    // The proxy's socket is made here, in the sandbox's network namespace,
+    // and handed over before any layer goes on: the supervisor accepts on
+    // it from the host side. Init keeps no copy, so neither does the
+    // command.
+    if let Some(port) = spec.proxy_port {
+        let listener = match proxy_listener(port) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = chan.send(&Msg::SetupFailed(format!(
+                    "the proxy's socket on 127.0.0.1:{port}: {}",
+                    e.desc()
+                )));
+                exit(1);
+            }
+        };
+        if chan
+            .send_with_fd(&Msg::Listener, Some(listener.as_raw_fd()))
+            .is_err()
+        {
+            exit(1);
+        }
+        drop(listener);
+    }
+
     // Every layer goes on before the command exists, so its first
     // instruction already runs confined.
     match super::harden::apply(spec) {
@@ -178,6 +202,25 @@ fn setup(spec: &Spec) -> Result<mounts::Built, String> {
     nix::unistd::sethostname(&spec.hostname).map_err(|e| format!("sethostname: {}", e.desc()))?;
     net::loopback_up().map_err(|e| format!("bringing up lo: {}", e.desc()))?;
     Ok(built)
+}
+
+/// A listening TCP socket on 127.0.0.1:`port`. Close-on-exec, so that even
+/// a copy that outlived init's own would not reach the command.
+fn proxy_listener(port: u16) -> Result<OwnedFd, Errno> {
+    use nix::sys::socket::{
+        bind, listen, setsockopt, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType,
+        SockaddrIn,
+    };
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    bind(fd.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, port))?;
+    listen(&fd, Backlog::new(1024)?)?;
+    Ok(fd)
 }
 
 /// Closes every descriptor but stdio and `keep`: the caller may have leaked

@@ -49,6 +49,31 @@ pub struct Spec {
     pub seccomp: seccomp::Program,
     /// cgroup limits with their places, and the timeout.
     pub limits: crate::cgroup::Plan,
+    /// Where init binds the proxy's socket on 127.0.0.1 inside; `None`
+    /// when the sandbox gets no network (`[network] mode = "none"`).
+    pub proxy_port: Option<u16>,
+}
+
+/// Starts the proxy on the socket init made inside the sandbox. Called by
+/// the supervisor once, after the clone (so it may start threads); the
+/// error is the reason, for the user.
+pub type StartProxy =
+    Box<dyn FnOnce(std::net::TcpListener) -> Result<crate::proxy::Handle, String>>;
+
+/// The running proxy, stopped when dropped, so that every way out of
+/// [`run`] stops it after the command is gone.
+struct ProxyGuard(Option<crate::proxy::Handle>);
+
+impl ProxyGuard {
+    fn stop(&mut self) -> Option<crate::proxy::Stats> {
+        self.0.take().map(crate::proxy::Handle::shutdown)
+    }
+}
+
+impl Drop for ProxyGuard {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 impl Spec {
@@ -79,6 +104,8 @@ pub enum RunError {
     UserNamespace(String),
     #[error("setting up the sandbox failed: {0}")]
     Setup(String),
+    #[error("starting the network proxy failed: {0}")]
+    Proxy(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -95,6 +122,8 @@ pub struct RunReport {
     /// The run's peak memory use in bytes, when a memory limit was set and
     /// the kernel keeps the figure.
     pub peak_memory: Option<u64>,
+    /// What the proxy saw, when the run had one and it started.
+    pub network: Option<crate::proxy::Stats>,
 }
 
 /// How the command ended, as the supervisor saw it.
@@ -191,8 +220,18 @@ fn wait_signal(set: &SigSet, deadline: Option<Instant>) -> Result<Option<Signal>
 
 /// Runs `spec` to completion. Must be called while the process is still
 /// single-threaded: the clone child runs Rust code that may allocate.
-pub fn run(spec: &Spec) -> Result<RunReport, RunError> {
+/// `start_proxy` is required exactly when `spec.proxy_port` is set.
+pub fn run(spec: &Spec, start_proxy: Option<StartProxy>) -> Result<RunReport, RunError> {
     let internal = |what: &str, e: Errno| RunError::Internal(format!("{what}: {}", e.desc()));
+    if spec.proxy_port.is_some() != start_proxy.is_some() {
+        return Err(RunError::Internal(
+            "a proxy port needs a proxy to start, and a proxy needs a port".into(),
+        ));
+    }
+    let mut start_proxy = start_proxy;
+    // Declared before anything that waits for init, so that it is dropped
+    // (the proxy stopped) only after the command is gone.
+    let mut proxy = ProxyGuard(None);
     // Made before init exists so that init can be put in it before it runs
     // any of the sandbox's code. Dropping it removes it, on every path out
     // of this function, after init is reaped.
@@ -273,10 +312,30 @@ pub fn run(spec: &Spec) -> Result<RunReport, RunError> {
     loop {
         match ours.recv() {
             Ok(Some((Msg::Pty, fd))) => master = fd,
+            Ok(Some((Msg::Listener, fd))) => {
+                // Fail closed: a sandbox that was promised a proxy does not
+                // run without one.
+                let started = match (fd, start_proxy.take()) {
+                    (Some(fd), Some(start)) => start(std::net::TcpListener::from(fd)),
+                    (None, _) => Err("init sent no socket".to_string()),
+                    (_, None) => Err("init sent a second socket".to_string()),
+                };
+                match started {
+                    Ok(h) => proxy.0 = Some(h),
+                    Err(e) => return Err(fail(RunError::Proxy(e))),
+                }
+            }
             Ok(Some((Msg::Hardened(json), _))) => {
                 hardening = serde_json::from_str(&json).unwrap_or_default();
             }
-            Ok(Some((Msg::Started, _))) => break,
+            Ok(Some((Msg::Started, _))) => {
+                if spec.proxy_port.is_some() && proxy.0.is_none() {
+                    return Err(fail(RunError::Internal(
+                        "the command started before the proxy did".into(),
+                    )));
+                }
+                break;
+            }
             Ok(Some((Msg::SetupFailed(m), _))) => return Err(fail(RunError::Setup(m))),
             Ok(Some((Msg::ExecFailed { errno, what }, _))) => {
                 let _ = waitpid(child, None);
@@ -292,6 +351,7 @@ pub fn run(spec: &Spec) -> Result<RunReport, RunError> {
                     hardening,
                     ended_by: Vec::new(),
                     peak_memory: None,
+                    network: proxy.stop(),
                 });
             }
             Ok(Some(_)) => {}
@@ -304,6 +364,7 @@ pub fn run(spec: &Spec) -> Result<RunReport, RunError> {
                     hardening,
                     ended_by: crate::cgroup::ended_by(&spec.limits, &events, None, true),
                     peak_memory: events.memory_peak,
+                    network: proxy.stop(),
                 });
             }
             Err(Errno::EAGAIN) => {}
@@ -396,5 +457,6 @@ pub fn run(spec: &Spec) -> Result<RunReport, RunError> {
         hardening,
         ended_by,
         peak_memory: events.memory_peak,
+        network: proxy.stop(),
     })
 }
