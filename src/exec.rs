@@ -112,9 +112,6 @@ struct Network {
     log_path: PathBuf,
 }
 
-/// Test-only: a PEM file of extra CAs the proxy trusts upstream, for test
-/// servers with their own CA.
-const UPSTREAM_CA_ENV: &str = "MOAT_UPSTREAM_CA";
 
 /// Everything the proxy needs, decided before the sandbox exists: the
 /// compiled policy, moat's CA (made on first use), the sandbox's CA bundle
@@ -129,32 +126,8 @@ fn prepare_network(
     let net = &profile.network;
     let policy = crate::network_policy::Policy::new(net)
         .map_err(|e| anyhow!("profile `{}`: [network]: {e}", profile.name))?;
-    let mut upstream_ca = Vec::new();
-    for spec in &net.upstream_ca {
-        let p = spec.expand(&caller.home);
-        if !p.is_file() {
-            if spec.optional {
-                continue;
-            }
-            bail!(
-                "profile `{}`: [network] upstream_ca: {}: no such file (prefix it with `-` \
-                 to make it optional)",
-                profile.name,
-                p.display()
-            );
-        }
-        upstream_ca.push(p);
-    }
-    if let Some(v) = std::env::var_os(UPSTREAM_CA_ENV).filter(|v| !v.is_empty()) {
-        let p = PathBuf::from(v);
-        if !p.is_absolute() || !p.is_file() {
-            bail!(
-                "{UPSTREAM_CA_ENV}={}: not an absolute path to a PEM file",
-                p.display()
-            );
-        }
-        upstream_ca.push(p);
-    }
+    let upstream_ca = crate::proxy::serve::upstream_ca_files(net, &caller.home)
+        .map_err(|e| anyhow!("profile `{}`: {e:#}", profile.name))?;
 
     let data_dir = crate::ca::data_dir(&caller.home);
     let mut ca = crate::ca::load_or_create(&data_dir).context("moat's CA")?;

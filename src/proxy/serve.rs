@@ -11,22 +11,37 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// A PEM file of extra CAs the proxy trusts upstream, for test servers with
+/// their own CA.
+const UPSTREAM_CA_ENV: &str = "MOAT_UPSTREAM_CA";
+
 /// The upstream CA files of a profile's `[network]` table (optional ones
-/// skipped when missing) plus `MOAT_UPSTREAM_CA` from moat's environment.
+/// skipped when missing) plus `MOAT_UPSTREAM_CA` from moat's environment
+/// (the tests' way to trust their own CA).
 pub fn upstream_ca_files(net: &Network, home: &Path) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for spec in &net.upstream_ca {
         let p = spec.expand(home);
-        if !p.exists() {
+        if !p.is_file() {
             if spec.optional {
                 continue;
             }
-            bail!("network.upstream_ca: {} does not exist", p.display());
+            bail!(
+                "[network] upstream_ca: {}: no such file (prefix it with `-` to make it optional)",
+                p.display()
+            );
         }
         files.push(p);
     }
-    if let Some(p) = std::env::var_os("MOAT_UPSTREAM_CA").filter(|p| !p.is_empty()) {
-        files.push(PathBuf::from(p));
+    if let Some(v) = std::env::var_os(UPSTREAM_CA_ENV).filter(|v| !v.is_empty()) {
+        let p = PathBuf::from(v);
+        if !p.is_absolute() || !p.is_file() {
+            bail!(
+                "{UPSTREAM_CA_ENV}={}: not an absolute path to a PEM file",
+                p.display()
+            );
+        }
+        files.push(p);
     }
     Ok(files)
 }
