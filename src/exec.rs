@@ -112,7 +112,6 @@ struct Network {
     log_path: PathBuf,
 }
 
-
 /// Everything the proxy needs, decided before the sandbox exists: the
 /// compiled policy, moat's CA (made on first use), the sandbox's CA bundle
 /// bound over the host's bundle paths in `plan`.
