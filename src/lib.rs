@@ -14,9 +14,12 @@
 pub mod ca;
 pub mod cgroup;
 pub mod cli;
+pub mod credentials;
 pub mod doctor;
 pub mod environment;
 pub mod exec;
+pub mod grants;
+pub mod keyring;
 pub mod landlock_policy;
 pub mod mount_plan;
 pub mod network_policy;

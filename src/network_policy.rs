@@ -197,6 +197,12 @@ impl Pattern {
 
     /// Whether a connection to address `ip` on `port` falls under an IP
     /// pattern (for `deny` entries that name addresses).
+    /// Whether a request to `host` (any spelling) on `port` matches this
+    /// pattern; used by credential grants to find a grant's hosts.
+    pub fn matches_host(&self, host: &str, port: u16) -> bool {
+        self.matches(&Host::parse(host), port)
+    }
+
     fn matches_addr(&self, ip: IpAddr, port: u16) -> bool {
         self.matches(&Host::Ip(canonical_ip(ip)), port)
     }
