@@ -35,6 +35,64 @@ pub enum Command {
     /// moat's egress proxy on its own (for benchmarks and debugging).
     #[command(subcommand)]
     Proxy(ProxyCommand),
+    /// Credential grants: tokens stored encrypted on the host that the
+    /// proxy adds to a sandbox's requests; the sandbox never sees them.
+    #[command(subcommand)]
+    Grant(GrantCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GrantCommand {
+    /// Store a credential. The token is read from a prompt without echo,
+    /// from standard input when it is not a terminal, or from the variable
+    /// named by --from-env; never from the command line.
+    Add(GrantAddArgs),
+    /// List stored credentials: name, provider, hosts, when added, and a
+    /// short fingerprint (never the token).
+    List,
+    /// Remove a stored credential.
+    Rm {
+        /// The credential's name.
+        name: String,
+    },
+    /// List the providers and the hosts and headers each one covers.
+    Providers,
+    /// Decrypt a credential to check the store and its key (prints OK,
+    /// never the token).
+    Check {
+        /// The credential's name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct GrantAddArgs {
+    /// Provider: github, anthropic, openai or header (`moat grant providers`).
+    pub provider: String,
+    /// Name profiles and --grant use (default: the provider's name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Read the token from this environment variable of moat's own.
+    #[arg(long, value_name = "VAR")]
+    pub from_env: Option<String>,
+    /// Host pattern the grant covers, replacing the provider's hosts
+    /// (repeatable; `header` needs at least one).
+    #[arg(long = "host", value_name = "PATTERN")]
+    pub hosts: Vec<String>,
+    /// `header` provider: the header to set, e.g. X-Api-Key.
+    #[arg(long, value_name = "NAME")]
+    pub header: Option<String>,
+    /// `header` provider: the header's value, with {token} where the token
+    /// goes (or {basic:USER} for HTTP Basic), e.g. 'Bearer {token}'.
+    #[arg(long, value_name = "TEMPLATE")]
+    pub value_template: Option<String>,
+    /// Variable set to the placeholder in the sandbox, replacing the
+    /// provider's (repeatable).
+    #[arg(long = "env", value_name = "VAR")]
+    pub env: Vec<String>,
+    /// Replace a credential of the same name.
+    #[arg(long)]
+    pub replace: bool,
 }
 
 #[derive(Debug, Args)]
@@ -86,6 +144,11 @@ pub struct ExecArgs {
     /// Set an environment variable inside the sandbox (repeatable).
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
+
+    /// Give the run a stored credential (repeatable): the proxy adds it to
+    /// requests to the credential's hosts; the sandbox sees a placeholder.
+    #[arg(long = "grant", value_name = "NAME")]
+    pub grants: Vec<String>,
 
     /// Allow a workspace that is `/`, your home directory or one of its
     /// parents (this exposes everything under it to the command).

@@ -57,7 +57,7 @@ pub fn new_id() -> String {
 }
 
 /// `YYYYMMDDTHHMMSSZ` without pulling in a date crate.
-fn format_utc(secs: u64) -> String {
+pub fn format_utc(secs: u64) -> String {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     // Civil-from-days (Howard Hinnant's algorithm).

@@ -7,6 +7,7 @@
 //! Everything here is plain data: what a grant covers, its placeholder,
 //! how a header value is formed. [`providers`] is the provider table.
 
+pub mod command;
 pub mod providers;
 
 use crate::credentials::Meta;
