@@ -120,6 +120,7 @@ fn prepare_network(
     caller: &Caller,
     plan: &mut Plan,
     run_id: &str,
+    grants: Vec<crate::grants::Plan>,
     verbose: bool,
 ) -> Result<Network> {
     let net = &profile.network;
@@ -177,17 +178,22 @@ fn prepare_network(
     let log_path = runs_dir.join(format!("{run_id}.requests.jsonl"));
     let run_id = run_id.to_string();
     let log = log_path.clone();
+    let home = caller.home.clone();
     let start: StartProxy = Box::new(move |listener| {
         // Init has mounted the bundle by now (it binds the socket after
         // the file system): the host copy has done its job.
         drop(files);
         let ca = crate::ca::load_or_create(&data_dir).map_err(|e| format!("moat's CA: {e:#}"))?;
+        // The tokens are decrypted only now, after the sandbox's init was
+        // cloned: they never exist in a process the sandbox came from.
+        let grants = load_grant_tokens(&home, grants)?;
         let cfg = crate::proxy::Config {
             policy,
             ca,
             upstream_ca,
             log_path: log,
             run_id,
+            grants,
         };
         crate::proxy::spawn(listener, cfg).map_err(|e| e.to_string())
     });
@@ -201,10 +207,106 @@ fn prepare_network(
     })
 }
 
+/// The grants a run asks for (profile `grants`, then `--grant`), checked
+/// now: each exists and decrypts with the key at hand (the token is wiped
+/// again at once; the proxy decrypts it again after the sandbox is
+/// cloned).
+fn plan_grants(
+    profile: &Profile,
+    args: &ExecArgs,
+    caller: &Caller,
+) -> Result<Vec<crate::grants::Plan>> {
+    let mut names: Vec<String> = profile.grants.clone();
+    for g in &args.grants {
+        if !names.contains(g) {
+            names.push(g.clone());
+        }
+    }
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    if profile.network.mode == NetworkMode::None {
+        bail!(
+            "profile `{}` has network mode none, so grants ({}) have nothing to go through",
+            profile.name,
+            names.join(", ")
+        );
+    }
+    let store = crate::credentials::Store::for_home(&caller.home);
+    let mut plans: Vec<crate::grants::Plan> = Vec::new();
+    for name in names {
+        let (meta, token) = store
+            .load(&name)
+            .map_err(|e| anyhow!("grant `{name}`: {e}"))?;
+        drop(token);
+        let plan = crate::grants::plan(&meta).map_err(|e| anyhow!("grant `{name}`: {e}"))?;
+        for var in &plan.env {
+            if let Some(other) = plans.iter().find(|p| p.env.contains(var)) {
+                bail!(
+                    "grants `{}` and `{}` both set {var} in the sandbox; give one of them \
+                     other variables (`moat grant add ... --env VAR --replace`)",
+                    other.name,
+                    plan.name
+                );
+            }
+        }
+        plans.push(plan);
+    }
+    Ok(plans)
+}
+
+/// The grants with their tokens, for the proxy.
+fn load_grant_tokens(
+    home: &Path,
+    plans: Vec<crate::grants::Plan>,
+) -> std::result::Result<Vec<crate::grants::Grant>, String> {
+    let store = crate::credentials::Store::for_home(home);
+    plans
+        .into_iter()
+        .map(|planned| {
+            let name = planned.name.clone();
+            let (meta, token) = store.load(&name).map_err(|e| format!("grant `{name}`: {e}"))?;
+            let plan = crate::grants::plan(&meta).map_err(|e| format!("grant `{name}`: {e}"))?;
+            if plan.hosts() != planned.hosts() || plan.placeholder != planned.placeholder {
+                return Err(format!(
+                    "grant `{name}` changed while the run was starting; run again"
+                ));
+            }
+            Ok(crate::grants::Grant { plan, token })
+        })
+        .collect()
+}
+
 /// Builds the spec. Every check that can fail happens here, before any
 /// namespace exists, so a bad input never leaves a half-built sandbox.
 pub fn prepare(args: &ExecArgs, caller: &Caller, verbose: bool) -> Result<Prepared> {
-    let profile = crate::profile::load(&args.profile).map_err(|e| anyhow!("{e}"))?;
+    let mut profile = crate::profile::load(&args.profile).map_err(|e| anyhow!("{e}"))?;
+    let grants = plan_grants(&profile, args, caller)?;
+    // A grant's hosts are reachable: they are what it is for.
+    for g in &grants {
+        for h in g.hosts() {
+            if !profile.network.allow.contains(&h) {
+                profile.network.allow.push(h);
+            }
+        }
+        if verbose {
+            eprintln!(
+                "moat: grant {} ({}): hosts {}; placeholder in {}",
+                g.name,
+                g.provider,
+                g.hosts().join(" "),
+                if g.env.is_empty() {
+                    "no variable".to_string()
+                } else {
+                    g.env.join(", ")
+                }
+            );
+        }
+    }
+    let placeholders: Vec<(String, String)> = grants
+        .iter()
+        .flat_map(|g| g.env.iter().map(|v| (v.clone(), g.placeholder.clone())))
+        .collect();
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let ws = workspace::resolve(
         args.workspace.as_deref(),
@@ -225,7 +327,7 @@ pub fn prepare(args: &ExecArgs, caller: &Caller, verbose: bool) -> Result<Prepar
     let network = match profile.network.mode {
         NetworkMode::None => None,
         NetworkMode::Allowlist | NetworkMode::Open => Some(prepare_network(
-            &profile, caller, &mut plan, &run_id, verbose,
+            &profile, caller, &mut plan, &run_id, grants, verbose,
         )?),
     };
 
@@ -238,7 +340,7 @@ pub fn prepare(args: &ExecArgs, caller: &Caller, verbose: bool) -> Result<Prepar
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
         .collect();
     let cwd_str = ws.cwd.to_string_lossy().into_owned();
-    let env = environment::build(&EnvRequest {
+    let mut env = environment::build(&EnvRequest {
         host: &host_env,
         pass: &profile.pass_env,
         profile_env: &profile.env,
@@ -250,6 +352,9 @@ pub fn prepare(args: &ExecArgs, caller: &Caller, verbose: bool) -> Result<Prepar
         cwd: &cwd_str,
         proxy: network.as_ref().map(|n| n.env.clone()),
     });
+    // Placeholders win over any value of the same name: the real token
+    // must not come in from the host's environment either.
+    env.extend(placeholders);
     let path = env
         .get("PATH")
         .map(|p| p.split(':').map(PathBuf::from).collect())

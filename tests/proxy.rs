@@ -335,6 +335,7 @@ impl Setup {
         let run_id = format!("test-{}", std::process::id());
         let log = dir.path().join("run.requests.jsonl");
         let cfg = Config {
+            grants: Vec::new(),
             policy,
             ca: Ca {
                 cert_pem: moat_ca.cert_pem.clone(),

@@ -15,6 +15,7 @@ pub(crate) struct Layer {
     pub hostname: Option<String>,
     pub pass_env: Vec<String>,
     pub env: BTreeMap<String, String>,
+    pub grants: Vec<String>,
     pub filesystem: FilesystemLayer,
     pub landlock: LandlockLayer,
     pub seccomp: SeccompLayer,
@@ -97,6 +98,7 @@ impl Layer {
         }
         append_unique(&mut profile.pass_env, self.pass_env);
         profile.env.extend(self.env);
+        append_unique(&mut profile.grants, self.grants);
 
         let fs = &mut profile.filesystem;
         let layer = self.filesystem;

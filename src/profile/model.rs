@@ -26,6 +26,9 @@ pub struct Profile {
     pub pass_env: Vec<String>,
     /// Variables set inside the sandbox (after the pass-through ones).
     pub env: BTreeMap<String, String>,
+    /// Stored credentials (`moat grant add`) the proxy adds to requests
+    /// to their hosts; the sandbox sees placeholders only.
+    pub grants: Vec<String>,
     pub filesystem: Filesystem,
     pub landlock: Landlock,
     pub seccomp: Seccomp,
@@ -219,6 +222,7 @@ impl Default for Profile {
             hostname: DEFAULT_HOSTNAME.to_string(),
             pass_env: Vec::new(),
             env: BTreeMap::new(),
+            grants: Vec::new(),
             filesystem: Filesystem::default(),
             landlock: Landlock::default(),
             seccomp: Seccomp::default(),

@@ -34,6 +34,8 @@ pub(crate) struct RawProfile {
     #[serde(default)]
     env: BTreeMap<Text, Text>,
     #[serde(default)]
+    grants: Vec<Text>,
+    #[serde(default)]
     filesystem: RawFilesystem,
     #[serde(default)]
     landlock: RawLandlock,
@@ -165,8 +167,27 @@ impl RawProfile {
             check_env(doc, &key, &value)?;
             env.insert(key.into_inner(), value.into_inner());
         }
+        let grants = self
+            .grants
+            .iter()
+            .map(|g| {
+                if crate::credentials::valid_name(g.get_ref()) {
+                    Ok(g.get_ref().clone())
+                } else {
+                    Err(doc.at(
+                        g.span(),
+                        format!(
+                            "`grants` entry `{}` is not a credential name: use letters, \
+                             digits, `-`, `_` and `.`",
+                            g.get_ref().escape_debug()
+                        ),
+                    ))
+                }
+            })
+            .collect::<Result<_, _>>()?;
         Ok(Layer {
             extends: self.extends,
+            grants,
             description: self.description.map(Spanned::into_inner),
             hostname,
             pass_env,

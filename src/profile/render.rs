@@ -22,6 +22,7 @@ pub(crate) fn to_toml(p: &Profile) -> String {
     let _ = writeln!(out, "description = {}", quote(&p.description));
     let _ = writeln!(out, "hostname = {}", quote(&p.hostname));
     array(&mut out, "pass_env", p.pass_env.iter().map(|s| quote(s)));
+    array(&mut out, "grants", p.grants.iter().map(|s| quote(s)));
 
     out.push_str("\n[env]\n");
     for (key, value) in &p.env {

@@ -455,10 +455,27 @@ async fn forward(conn: Conn, mut req: Request<Incoming>, start: Instant) -> Resp
         }
     }
 
+    // Credential grants: the token in, placeholders out. Header values are
+    // never logged, only the grant and what was done.
+    let applied = shared
+        .grants
+        .apply(scheme, rec.host(), port, parts.uri.path(), &mut parts.headers);
+    for (grant, action) in &applied.uses {
+        rec.credential(grant, action);
+    }
+    let redactor = applied.redactor.map(Arc::new);
+
     let rec = Arc::new(rec);
     let upstream_req = Request::from_parts(parts, UpBody::new(body, Arc::clone(&rec)));
     let mut res = match shared.client.request(upstream_req).await {
-        Ok(res) => res,
+        Ok(mut res) => {
+            if let Some(r) = &redactor {
+                for g in r.headers(res.headers_mut()) {
+                    rec.credential(r.name(g), "redact");
+                }
+            }
+            res
+        }
         Err(e) => {
             let reason = upstream_failure(&e);
             // A client that hung up mid-body already said why.
@@ -503,7 +520,28 @@ async fn forward(conn: Conn, mut req: Request<Incoming>, start: Instant) -> Resp
     // Only moat says what moat refused.
     parts.headers.remove(BLOCKED);
     parts.headers.remove(ERROR);
-    Response::from_parts(parts, ProxyBody::upstream(body, rec))
+    let Some(r) = redactor else {
+        return Response::from_parts(parts, ProxyBody::upstream(body, rec));
+    };
+    // moat asked for `identity`; a compressed body could hide the token
+    // from the redaction, so it does not go through.
+    let encoded = parts
+        .headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    if encoded {
+        let reason = "the response from a granted host is compressed (Content-Encoding) although \
+                      moat asked for identity; it cannot be checked for the credential";
+        rec.set_reason(reason);
+        rec.set_status(502);
+        return answer(StatusCode::BAD_GATEWAY, ERROR, reason);
+    }
+    let inner = ProxyBody::upstream(body, Arc::clone(&rec));
+    Response::from_parts(
+        parts,
+        ProxyBody::Redacted(Box::new(super::redact::RedactBody::new(inner, r, rec))),
+    )
 }
 
 /// A connection that ended on a request hyper could not parse (it already

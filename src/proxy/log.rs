@@ -42,6 +42,22 @@ pub struct Entry {
     pub decision: String,
     /// Why it was refused, or what went wrong; empty when nothing did.
     pub reason: String,
+    /// What credential grants did to this request: the grant's name and
+    /// the action, never a value.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credentials: Vec<CredentialUse>,
+}
+
+/// One use of a credential grant on a request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CredentialUse {
+    /// The grant's name (`moat grant list`).
+    pub grant: String,
+    /// `inject` (the token was put into the request), `strip` (a header
+    /// carrying a placeholder was removed), `redact` (the token was masked
+    /// in the response), `withheld` (a plain-HTTP request to a granted host
+    /// went without the token).
+    pub action: String,
 }
 
 // Boxing the entry would cost an allocation per request; `Stop` is sent
@@ -253,6 +269,14 @@ fn write_table(out: &mut impl Write, id: &str, text: &str) -> std::io::Result<()
             format!("{}:{}", e.host, e.port)
         };
         let mut tail = e.path.clone();
+        if !e.credentials.is_empty() {
+            let uses: Vec<String> = e
+                .credentials
+                .iter()
+                .map(|c| format!("{}:{}", c.action, c.grant))
+                .collect();
+            tail.push_str(&format!("  [{}]", uses.join(" ")));
+        }
         if !e.reason.is_empty() {
             if !tail.is_empty() {
                 tail.push_str("  ");

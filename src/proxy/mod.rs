@@ -23,8 +23,10 @@
 
 mod connector;
 mod handler;
+mod inject;
 pub mod log;
 mod record;
+mod redact;
 pub mod serve;
 mod tunnel;
 
@@ -54,6 +56,8 @@ pub struct Config {
     /// JSON-lines request log for this run.
     pub log_path: PathBuf,
     pub run_id: String,
+    /// Credential grants of the run, with their tokens.
+    pub grants: Vec<crate::grants::Grant>,
 }
 
 /// Limits and switches with defaults fit for a sandbox; tests and
@@ -100,6 +104,7 @@ pub(crate) struct Shared {
     connector: connector::Connector,
     resolver: handler::Resolver,
     sink: Arc<Sink>,
+    grants: inject::Grants,
     http: hyper::server::conn::http1::Builder,
     idle_timeout: Duration,
 }
@@ -188,6 +193,7 @@ pub fn spawn_with(
         connector,
         resolver: handler::Resolver::new(),
         sink: Arc::clone(&sink),
+        grants: inject::Grants::new(cfg.grants),
         http,
         idle_timeout: opts.idle_timeout,
     });

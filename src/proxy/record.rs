@@ -3,7 +3,7 @@
 //! writer when the last holder lets go of the record: after the response
 //! body ended or was dropped, after a tunnel closed.
 
-use super::log::{Entry, Msg};
+use super::log::{CredentialUse, Entry, Msg};
 use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
 use hyper::Method;
 use std::pin::Pin;
@@ -68,6 +68,7 @@ pub(crate) struct Record {
     up: AtomicU64,
     down: AtomicU64,
     reason: Mutex<String>,
+    credentials: Mutex<Vec<CredentialUse>>,
 }
 
 impl Record {
@@ -94,6 +95,7 @@ impl Record {
             up: AtomicU64::new(0),
             down: AtomicU64::new(0),
             reason: Mutex::new(String::new()),
+            credentials: Mutex::new(Vec::new()),
         }
     }
 
@@ -121,6 +123,17 @@ impl Record {
         let mut r = self.reason.lock().unwrap_or_else(|p| p.into_inner());
         if r.is_empty() {
             r.push_str(reason);
+        }
+    }
+
+    /// Records what a credential grant did (once per grant and action).
+    pub fn credential(&self, grant: &str, action: &str) {
+        let mut c = self.credentials.lock().unwrap_or_else(|p| p.into_inner());
+        if !c.iter().any(|u| u.grant == grant && u.action == action) {
+            c.push(CredentialUse {
+                grant: grant.to_string(),
+                action: action.to_string(),
+            });
         }
     }
 
@@ -156,6 +169,11 @@ impl Drop for Record {
             duration_ms: self.start.elapsed().as_millis() as u64,
             decision: if deny { "deny" } else { "allow" }.to_owned(),
             reason,
+            credentials: std::mem::take(
+                self.credentials
+                    .get_mut()
+                    .unwrap_or_else(|p| p.into_inner()),
+            ),
         };
         // The writer only goes away at shutdown, after every task is gone.
         let _ = self.sink.tx.send(Msg::Entry(e));
@@ -218,6 +236,8 @@ pub(crate) enum ProxyBody {
         rec: Arc<Record>,
         done: bool,
     },
+    /// Another body with granted tokens masked.
+    Redacted(Box<super::redact::RedactBody>),
 }
 
 impl ProxyBody {
@@ -245,6 +265,7 @@ impl Body for ProxyBody {
         match self.get_mut() {
             ProxyBody::Empty => Poll::Ready(None),
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            ProxyBody::Redacted(b) => Pin::new(b.as_mut()).poll_frame(cx),
             ProxyBody::Upstream { inner, rec, done } => {
                 let r = Pin::new(inner).poll_frame(cx);
                 match &r {
@@ -270,6 +291,7 @@ impl Body for ProxyBody {
             ProxyBody::Empty => true,
             ProxyBody::Full(b) => b.is_none(),
             ProxyBody::Upstream { inner, .. } => inner.is_end_stream(),
+            ProxyBody::Redacted(b) => b.is_end_stream(),
         }
     }
 
@@ -278,6 +300,7 @@ impl Body for ProxyBody {
             ProxyBody::Empty => SizeHint::with_exact(0),
             ProxyBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             ProxyBody::Upstream { inner, .. } => inner.size_hint(),
+            ProxyBody::Redacted(b) => b.size_hint(),
         }
     }
 }

@@ -80,6 +80,7 @@ pub fn run(listen: &str, profile: &str, log_file: Option<&Path>) -> Result<i32> 
         }
     };
     let cfg = Config {
+        grants: Vec::new(),
         policy,
         ca,
         upstream_ca: upstream_ca_files(net, &caller.home)?,

@@ -1,0 +1,277 @@
+//! Credential injection on requests going upstream. The sandbox holds
+//! placeholders only; here, on a request to a granted host:
+//!
+//! - over TLS (intercepted), the grant's header gets the real token: the
+//!   placeholder in it is replaced (also inside an HTTP Basic value), or
+//!   the header is added when absent;
+//! - over plain HTTP, nothing is added: a token never travels in clear;
+//! - `Accept-Encoding: identity` is forced so the response can be checked
+//!   for the token ([`super::redact`]).
+//!
+//! On every request, to any host, a header still carrying any grant's
+//! placeholder is removed: placeholders go nowhere but to moat.
+
+use super::record::Scheme;
+use super::redact::Redactor;
+use crate::grants::{self, Grant};
+use base64::Engine as _;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use zeroize::Zeroizing;
+
+/// The grants of a run.
+pub(crate) struct Grants {
+    list: Vec<Grant>,
+}
+
+/// What [`Grants::apply`] did to one request.
+#[derive(Default)]
+pub(crate) struct Applied {
+    /// (grant name, action) for the request log.
+    pub uses: Vec<(String, &'static str)>,
+    /// Set when the destination is a granted host: its responses must be
+    /// checked for the tokens.
+    pub redactor: Option<Redactor>,
+}
+
+impl Applied {
+    fn note(&mut self, grant: &str, action: &'static str) {
+        if !self
+            .uses
+            .iter()
+            .any(|(g, a)| g.as_str() == grant && *a == action)
+        {
+            self.uses.push((grant.to_string(), action));
+        }
+    }
+}
+
+/// The value with the placeholder swapped for the token, when `value`
+/// carries the placeholder raw or inside `Basic base64(user:...)`.
+fn substitute(value: &[u8], placeholder: &str, token: &str) -> Option<Zeroizing<Vec<u8>>> {
+    let text = std::str::from_utf8(value).ok()?;
+    if text.contains(placeholder) {
+        return Some(Zeroizing::new(
+            text.replace(placeholder, token).into_bytes(),
+        ));
+    }
+    let (scheme, creds) = text.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let decoded = Zeroizing::new(b64.decode(creds.trim()).ok()?);
+    let decoded = std::str::from_utf8(&decoded).ok()?;
+    if !decoded.contains(placeholder) {
+        return None;
+    }
+    let swapped = Zeroizing::new(decoded.replace(placeholder, token));
+    Some(Zeroizing::new(
+        format!("{scheme} {}", b64.encode(swapped.as_bytes())).into_bytes(),
+    ))
+}
+
+/// Whether `value` carries `placeholder`, raw or in a Basic value.
+fn carries(value: &[u8], placeholder: &str) -> bool {
+    substitute(value, placeholder, "").is_some()
+}
+
+impl Grants {
+    pub fn new(list: Vec<Grant>) -> Grants {
+        Grants { list }
+    }
+
+    /// Rewrites `headers` of a request to `host:port` (`path` without the
+    /// query) as described in the module comment.
+    pub fn apply(
+        &self,
+        scheme: Scheme,
+        host: &str,
+        port: u16,
+        path: &str,
+        headers: &mut HeaderMap,
+    ) -> Applied {
+        let mut done = Applied::default();
+        if self.list.is_empty() {
+            return done;
+        }
+        let covering: Vec<&Grant> = self
+            .list
+            .iter()
+            .filter(|g| g.plan.covers(host, port))
+            .collect();
+        let mut injected: Vec<HeaderName> = Vec::new();
+        for g in &covering {
+            if scheme != Scheme::Https {
+                done.note(&g.plan.name, "withheld");
+                continue;
+            }
+            let Some(rule) = g.rule_for(host, port, path) else {
+                continue;
+            };
+            // Two grants for one header on one host: the first listed wins.
+            if injected.contains(&rule.header) {
+                continue;
+            }
+            let current = headers.get(&rule.header).map(|v| v.as_bytes().to_vec());
+            let value = current
+                .as_deref()
+                .and_then(|v| substitute(v, &g.plan.placeholder, &g.token))
+                .unwrap_or_else(|| {
+                    Zeroizing::new(grants::render(&rule.template, &g.token).as_bytes().to_vec())
+                });
+            let Ok(mut hv) = HeaderValue::from_bytes(&value) else {
+                continue;
+            };
+            hv.set_sensitive(true);
+            headers.remove(&rule.header);
+            headers.insert(rule.header.clone(), hv);
+            injected.push(rule.header.clone());
+            done.note(&g.plan.name, "inject");
+        }
+        // Whatever still carries a placeholder goes.
+        let names: Vec<HeaderName> = headers.keys().cloned().collect();
+        for name in names {
+            if injected.contains(&name) {
+                continue;
+            }
+            let owners: Vec<&str> = self
+                .list
+                .iter()
+                .filter(|g| {
+                    headers
+                        .get_all(&name)
+                        .iter()
+                        .any(|v| carries(v.as_bytes(), &g.plan.placeholder))
+                })
+                .map(|g| g.plan.name.as_str())
+                .collect();
+            if !owners.is_empty() {
+                headers.remove(&name);
+                for o in owners {
+                    done.note(o, "strip");
+                }
+            }
+        }
+        if !covering.is_empty() {
+            headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+            done.redactor = Redactor::new(
+                covering
+                    .iter()
+                    .map(|g| (g.plan.name.clone(), g.secret_forms()))
+                    .collect(),
+            );
+        }
+        done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credentials::Meta;
+
+    fn grant(provider: &str, name: &str, hosts: &[&str], token: &str) -> Grant {
+        let meta = Meta {
+            name: name.into(),
+            provider: provider.into(),
+            hosts: hosts.iter().map(|s| s.to_string()).collect(),
+            header: None,
+            template: None,
+            env: vec![],
+            added_ms: 0,
+            fingerprint: String::new(),
+        };
+        Grant {
+            plan: grants::plan(&meta).unwrap(),
+            token: Zeroizing::new(token.into()),
+        }
+    }
+
+    fn gs() -> (Grants, String, String) {
+        let gh = grant("github", "gh", &[], "ghp_REAL");
+        let oa = grant("openai", "oa", &[], "sk-REAL");
+        let (p1, p2) = (gh.plan.placeholder.clone(), oa.plan.placeholder.clone());
+        (Grants::new(vec![gh, oa]), p1, p2)
+    }
+
+    fn h(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        m
+    }
+
+    #[test]
+    fn placeholder_is_replaced_over_tls() {
+        let (g, p, _) = gs();
+        let mut m = h(&[("authorization", &format!("token {p}")), ("accept-encoding", "gzip")]);
+        let a = g.apply(Scheme::Https, "api.github.com", 443, "/user", &mut m);
+        assert_eq!(m["authorization"], "token ghp_REAL");
+        assert!(m["authorization"].is_sensitive());
+        assert_eq!(m["accept-encoding"], "identity");
+        assert_eq!(a.uses, [("gh".to_string(), "inject")]);
+        assert!(a.redactor.is_some());
+    }
+
+    #[test]
+    fn header_is_added_when_absent_in_the_rules_form() {
+        let (g, _, _) = gs();
+        let mut m = h(&[]);
+        g.apply(Scheme::Https, "github.com", 443, "/o/r.git/info/refs", &mut m);
+        let b64 = base64::engine::general_purpose::STANDARD;
+        assert_eq!(
+            m["authorization"],
+            format!("Basic {}", b64.encode("x-access-token:ghp_REAL")).as_str()
+        );
+        let mut m = h(&[]);
+        g.apply(Scheme::Https, "api.openai.com", 443, "/v1/models", &mut m);
+        assert_eq!(m["authorization"], "Bearer sk-REAL");
+    }
+
+    #[test]
+    fn basic_with_placeholder_password_is_rewritten() {
+        let (g, p, _) = gs();
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let v = format!("Basic {}", b64.encode(format!("me:{p}")));
+        let mut m = h(&[("authorization", &v)]);
+        g.apply(Scheme::Https, "github.com", 443, "/o/r.git/git-upload-pack", &mut m);
+        assert_eq!(
+            m["authorization"],
+            format!("Basic {}", b64.encode("me:ghp_REAL")).as_str()
+        );
+    }
+
+    #[test]
+    fn plain_http_gets_no_token_and_loses_placeholders() {
+        let (g, p, _) = gs();
+        let mut m = h(&[("authorization", &format!("Bearer {p}"))]);
+        let a = g.apply(Scheme::Http, "api.github.com", 80, "/user", &mut m);
+        assert!(!m.contains_key("authorization"));
+        assert!(a.uses.contains(&("gh".to_string(), "withheld")));
+        assert!(a.uses.contains(&("gh".to_string(), "strip")));
+    }
+
+    #[test]
+    fn placeholders_to_other_hosts_are_stripped() {
+        let (g, p1, p2) = gs();
+        let mut m = h(&[
+            ("authorization", &format!("Bearer {p1}")),
+            ("x-key", &p2),
+            ("x-fine", "keep"),
+        ]);
+        let a = g.apply(Scheme::Https, "evil.example", 443, "/", &mut m);
+        assert!(!m.contains_key("authorization") && !m.contains_key("x-key"));
+        assert_eq!(m["x-fine"], "keep");
+        assert!(a.redactor.is_none());
+        assert_eq!(a.uses.len(), 2);
+        // Another grant's placeholder on a granted host goes too.
+        let mut m = h(&[("x-key", &p2)]);
+        g.apply(Scheme::Https, "api.github.com", 443, "/", &mut m);
+        assert!(!m.contains_key("x-key"));
+        assert_eq!(m["authorization"], "Bearer ghp_REAL");
+    }
+}
