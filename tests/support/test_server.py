@@ -9,7 +9,18 @@ listening.
 Modes:
   echo (default)  answers every request with one line of JSON describing
                   what arrived (method, path, headers, body length); GET
-                  /bytes/N answers N bytes instead.
+                  /bytes/N answers N bytes instead. Paths for the
+                  credential-grant tests:
+                  /reflect/...      the JSON description, and every request
+                                    header echoed back as X-Reflect-<name>
+                  /stream/N         a chunked body of N chunks of 1000
+                                    bytes, each ending with the start of the
+                                    request's Authorization value and the
+                                    next one starting with its rest (the
+                                    value straddles every chunk boundary)
+                  /gzip             a gzip-compressed body
+                                    (Content-Encoding: gzip) whatever the
+                                    request's Accept-Encoding
   --git-root DIR  serves the bare repositories under DIR with
                   `git http-backend` (smart HTTP, push enabled per repo by
                   http.receivepack).
@@ -120,7 +131,33 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(payload)
 
+    def stream(self, n):
+        value = (self.headers.get("Authorization") or "none").encode()
+        half = len(value) // 2
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for i in range(n):
+            head = value[half:] if i else b""
+            tail = value[:half] if i < n - 1 else b"\n"
+            chunk = head + b"." * (1000 - len(head) - len(tail)) + tail
+            self.wfile.write(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+            self.wfile.flush()
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
     def echo(self, body):
+        if self.command == "GET" and self.path.startswith("/stream/"):
+            self.stream(int(self.path[len("/stream/"):].split("?")[0]))
+            return
+        if self.path.startswith("/gzip"):
+            import gzip
+
+            payload = gzip.compress(json.dumps(
+                {"headers": [[k, v] for k, v in self.headers.items()]}).encode())
+            self.send(200, "application/json", payload, [("Content-Encoding", "gzip")])
+            return
         if self.command == "GET" and self.path.startswith("/bytes/"):
             n = int(self.path[len("/bytes/"):].split("?")[0])
             self.send(200, "application/octet-stream", b"m" * n)
@@ -132,7 +169,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             "body_len": len(body),
             "tls": self.server.tls is not None,
         }
-        self.send(200, "application/json", (json.dumps(seen) + "\n").encode())
+        extra = []
+        if self.path.startswith("/reflect"):
+            extra = [("X-Reflect-" + k, v) for k, v in self.headers.items()]
+        self.send(200, "application/json", (json.dumps(seen) + "\n").encode(), extra)
 
     def git(self, body):
         path, _, query = self.path.partition("?")
