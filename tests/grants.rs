@@ -155,13 +155,17 @@ fn assert_not_in_files(files: &[PathBuf], token: &str, ctx: &dyn std::fmt::Displ
     }
 }
 
-/// The headers the server received on requests whose path starts with
-/// `path`.
+/// The headers the server received on requests for `path` (with any
+/// query string).
 fn received(server: &TestServer, path: &str) -> Vec<Vec<(String, String)>> {
     server
         .requests()
         .iter()
-        .filter(|e| e["path"].as_str().is_some_and(|p| p.starts_with(path)))
+        .filter(|e| {
+            e["path"]
+                .as_str()
+                .is_some_and(|p| p == path || p.starts_with(&format!("{path}?")))
+        })
         .map(|e| {
             e["headers"]
                 .as_array()
@@ -322,18 +326,22 @@ sandbox_test! {
 /// The sandbox side of the leak search: lines of everything it can see
 /// that start like the token (its first half `half`), and like the two
 /// base64 forms (their prefixes `b1`, `b2`). The host checks that none of
-/// these is the token.
+/// these is the token. The sandbox's `/` is not listable (Landlock), so
+/// the file search walks every mount point it has, /dev/shm included.
 fn leak_search(half: &str, b1: &str, b2: &str) -> String {
     format!(
         r#"
-for p in "{half}" "{b1}" "{b2}"; do
-  echo "== env"; env | grep -aoF -- "$p" | head -n 5
-  for f in /proc/[0-9]*/environ /proc/[0-9]*/cmdline; do
-    tr '\0' '\n' < "$f" 2>/dev/null | grep -ao -- "$p.\{{0,200\}}" | head -n 3
-  done
-  echo "== files"
-  grep -rsao -- "$p.\{{0,200\}}" / --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev | head -n 50
+# A control: the search must find this file.
+echo "{half}CONTROL" > /tmp/leak-control
+pats='-e {half}.\{{0,200\}} -e {b1}.\{{0,200\}} -e {b2}.\{{0,200\}}'
+echo "== env"; env | grep -ao $pats | head -n 5
+echo "== proc"
+for f in /proc/[0-9]*/environ /proc/[0-9]*/cmdline; do
+  tr '\0' '\n' < "$f" 2>/dev/null | grep -ao $pats | head -n 3
 done
+echo "== files"
+mounts=$(awk '{{print $5}}' /proc/self/mountinfo | grep -v '^/proc\|^/sys\|^/dev\|^/$' | sort -u)
+grep -rsao $pats $mounts /dev/shm --exclude-dir=proc --exclude-dir=sys | head -n 100
 echo SEARCH_DONE=1
 "#
     )
@@ -464,7 +472,10 @@ sleep 2
         }
         // The leak search found the first half only where the script itself
         // carries it, never followed by the rest.
-        assert!(out.stdout.contains(half), "the search must see its own command line{out}");
+        assert!(
+            out.stdout.contains(&format!("/tmp/leak-control:{half}CONTROL")),
+            "the file search must find its control file{out}"
+        );
 
         // moat's files: request log and run record hold no token, and the
         // log says what each grant did.
@@ -521,7 +532,7 @@ echo "GZIP_ERR=$(grep -i '^x-moat-error:' /tmp/gz.h | tr -d '\r')"
             .assert_field("HALF", "0")
             .assert_field("GZIP_CODE", "502");
         assert!(out.field("GZIP_ERR").unwrap().contains("compressed"), "{out}");
-        let h = &received(&tls, "/stream/")[0];
+        let h = &received(&tls, &format!("/stream/{n}"))[0];
         assert_eq!(header(h, "authorization"), Some(format!("Bearer {gh}").as_str()));
         assert_eq!(header(h, "accept-encoding"), Some("identity"));
         let (_, lines) = request_log(&s);
