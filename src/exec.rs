@@ -265,7 +265,9 @@ fn load_grant_tokens(
         .into_iter()
         .map(|planned| {
             let name = planned.name.clone();
-            let (meta, token) = store.load(&name).map_err(|e| format!("grant `{name}`: {e}"))?;
+            let (meta, token) = store
+                .load(&name)
+                .map_err(|e| format!("grant `{name}`: {e}"))?;
             let plan = crate::grants::plan(&meta).map_err(|e| format!("grant `{name}`: {e}"))?;
             if plan.hosts() != planned.hosts() || plan.placeholder != planned.placeholder {
                 return Err(format!(

@@ -11,7 +11,9 @@ pub fn available() -> Result<(), KeyringError> {
     Err(KeyringError::Unavailable("not built in".into()))
 }
 
-pub fn lookup(_attrs: &[(&str, &str)]) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, KeyringError> {
+pub fn lookup(
+    _attrs: &[(&str, &str)],
+) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, KeyringError> {
     Err(KeyringError::Unavailable("not built in".into()))
 }
 

@@ -183,9 +183,7 @@ fn received(server: &TestServer, path: &str) -> Vec<Vec<(String, String)>> {
 }
 
 fn header<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    h.iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
+    h.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
 /// The one request log of this setup's state directory, as JSON lines.
@@ -208,7 +206,13 @@ fn logged_uses(lines: &[serde_json::Value], path: &str) -> Vec<String> {
                 .cloned()
                 .unwrap_or_default()
                 .into_iter()
-                .map(|c| format!("{}:{}", c["action"].as_str().unwrap(), c["grant"].as_str().unwrap()))
+                .map(|c| {
+                    format!(
+                        "{}:{}",
+                        c["action"].as_str().unwrap(),
+                        c["grant"].as_str().unwrap()
+                    )
+                })
         })
         .collect();
     v.sort();

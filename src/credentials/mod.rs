@@ -318,7 +318,10 @@ mod tests {
         let (m, t) = s.load("gh").unwrap();
         assert_eq!(m, meta("gh"));
         assert_eq!(&t[..], "ghp_realtoken");
-        assert!(s.add(&meta("gh"), b"x", false).unwrap_err().contains("exists"));
+        assert!(s
+            .add(&meta("gh"), b"x", false)
+            .unwrap_err()
+            .contains("exists"));
         // Nothing under the data dir holds the token in plain text.
         for e in walk(d.path()) {
             let bytes = std::fs::read(&e).unwrap();
@@ -334,9 +337,16 @@ mod tests {
         // Metadata edited to send the token elsewhere: refused.
         let p = s.path("gh");
         let orig = std::fs::read_to_string(&p).unwrap();
-        std::fs::write(&p, orig.replace("\"hosts\": []", "\"hosts\": [\"evil.example\"]")).unwrap();
+        std::fs::write(
+            &p,
+            orig.replace("\"hosts\": []", "\"hosts\": [\"evil.example\"]"),
+        )
+        .unwrap();
         let e = s.load("gh").unwrap_err();
-        assert!(e.contains(&p.display().to_string()) && e.contains("damaged"), "{e}");
+        assert!(
+            e.contains(&p.display().to_string()) && e.contains("damaged"),
+            "{e}"
+        );
         // A flipped ciphertext byte: refused.
         let mut f: serde_json::Value = serde_json::from_str(&orig).unwrap();
         let b64 = base64::engine::general_purpose::STANDARD;
@@ -358,7 +368,10 @@ mod tests {
         // Garbage: named.
         std::fs::write(&p, "{not json").unwrap();
         let e = s.load("gh").unwrap_err();
-        assert!(e.contains(&p.display().to_string()) && e.contains("damaged"), "{e}");
+        assert!(
+            e.contains(&p.display().to_string()) && e.contains("damaged"),
+            "{e}"
+        );
         assert!(s.remove("gh").unwrap());
         assert!(s.load("gh").unwrap_err().contains("no credential named"));
         std::env::remove_var(key::ENV);

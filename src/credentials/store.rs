@@ -130,7 +130,10 @@ mod tests {
         write_atomic(&dir, "a.json", b"one").unwrap();
         write_atomic(&dir, "a.json", b"two").unwrap();
         assert_eq!(fs::read(dir.join("a.json")).unwrap(), b"two");
-        let mode = fs::metadata(dir.join("a.json")).unwrap().permissions().mode();
+        let mode = fs::metadata(dir.join("a.json"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
         assert!(!create_atomic(&dir, "a.json", b"three").unwrap());

@@ -145,7 +145,8 @@ fn read_token(a: &GrantAddArgs, name: &str) -> Result<Zeroizing<String>> {
         let mut buf = Zeroizing::new(Vec::new());
         stdin.lock().take(64 * 1024).read_to_end(&mut buf)?;
         Zeroizing::new(
-            String::from_utf8(buf.to_vec()).map_err(|_| anyhow!("the token on stdin is not text"))?,
+            String::from_utf8(buf.to_vec())
+                .map_err(|_| anyhow!("the token on stdin is not text"))?,
         )
     };
     let t = raw.trim();

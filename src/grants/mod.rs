@@ -170,10 +170,9 @@ impl Grant {
         self.plan.rules.iter().find(|r| {
             r.patterns.iter().any(|p| p.matches_host(host, port))
                 && (r.paths.is_empty() || r.paths.iter().any(|s| path.ends_with(s.as_str())))
-                && r
-                    .token_prefix
+                && r.token_prefix
                     .as_ref()
-                    .is_none_or(|pre| self.token.starts_with(pre.as_str()))
+                    .map_or(true, |pre| self.token.starts_with(pre.as_str()))
         })
     }
 
@@ -273,8 +272,13 @@ mod tests {
         assert!(g.plan.covers("github.com", 443) && !g.plan.covers("gist.github.com", 443));
 
         // --host replaces every rule's hosts; the path still picks the form.
-        let t = grant(&meta("github", "t", &["allowed.moat.test:8443"]), "ghp_real");
-        assert!(t.rule_for("allowed.moat.test", 8443, "/r.git/git-upload-pack").is_some());
+        let t = grant(
+            &meta("github", "t", &["allowed.moat.test:8443"]),
+            "ghp_real",
+        );
+        assert!(t
+            .rule_for("allowed.moat.test", 8443, "/r.git/git-upload-pack")
+            .is_some());
         assert_eq!(t.plan.hosts(), ["allowed.moat.test:8443"]);
         assert!(!t.plan.covers("github.com", 443));
     }
@@ -282,11 +286,21 @@ mod tests {
     #[test]
     fn anthropic_oauth_tokens_use_bearer() {
         let api = grant(&meta("anthropic", "a", &[]), "sk-ant-api03-xyz");
-        assert_eq!(api.rule_for("api.anthropic.com", 443, "/v1/messages").unwrap().header, "x-api-key");
+        assert_eq!(
+            api.rule_for("api.anthropic.com", 443, "/v1/messages")
+                .unwrap()
+                .header,
+            "x-api-key"
+        );
         let oat = grant(&meta("anthropic", "a", &[]), "sk-ant-oat01-xyz");
-        let r = oat.rule_for("api.anthropic.com", 443, "/v1/messages").unwrap();
+        let r = oat
+            .rule_for("api.anthropic.com", 443, "/v1/messages")
+            .unwrap();
         assert_eq!(r.header, "authorization");
-        assert_eq!(&*render(&r.template, "sk-ant-oat01-xyz"), "Bearer sk-ant-oat01-xyz");
+        assert_eq!(
+            &*render(&r.template, "sk-ant-oat01-xyz"),
+            "Bearer sk-ant-oat01-xyz"
+        );
     }
 
     #[test]
@@ -299,7 +313,9 @@ mod tests {
         let r = g.rule_for("a.example.com", 443, "/").unwrap();
         assert_eq!(r.header, "x-api-token");
         assert!(g.plan.env.is_empty());
-        assert!(plan(&meta("nope", "x", &[])).unwrap_err().contains("unknown provider"));
+        assert!(plan(&meta("nope", "x", &[]))
+            .unwrap_err()
+            .contains("unknown provider"));
     }
 
     #[test]

@@ -457,9 +457,13 @@ async fn forward(conn: Conn, mut req: Request<Incoming>, start: Instant) -> Resp
 
     // Credential grants: the token in, placeholders out. Header values are
     // never logged, only the grant and what was done.
-    let applied = shared
-        .grants
-        .apply(scheme, rec.host(), port, parts.uri.path(), &mut parts.headers);
+    let applied = shared.grants.apply(
+        scheme,
+        rec.host(),
+        port,
+        parts.uri.path(),
+        &mut parts.headers,
+    );
     for (grant, action) in &applied.uses {
         rec.credential(grant, action);
     }

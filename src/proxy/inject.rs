@@ -153,7 +153,10 @@ impl Grants {
             }
         }
         if !covering.is_empty() {
-            headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+            headers.insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_static("identity"),
+            );
             done.redactor = Redactor::new(
                 covering
                     .iter()
@@ -208,7 +211,10 @@ mod tests {
     #[test]
     fn placeholder_is_replaced_over_tls() {
         let (g, p, _) = gs();
-        let mut m = h(&[("authorization", &format!("token {p}")), ("accept-encoding", "gzip")]);
+        let mut m = h(&[
+            ("authorization", &format!("token {p}")),
+            ("accept-encoding", "gzip"),
+        ]);
         let a = g.apply(Scheme::Https, "api.github.com", 443, "/user", &mut m);
         assert_eq!(m["authorization"], "token ghp_REAL");
         assert!(m["authorization"].is_sensitive());
@@ -221,7 +227,13 @@ mod tests {
     fn header_is_added_when_absent_in_the_rules_form() {
         let (g, _, _) = gs();
         let mut m = h(&[]);
-        g.apply(Scheme::Https, "github.com", 443, "/o/r.git/info/refs", &mut m);
+        g.apply(
+            Scheme::Https,
+            "github.com",
+            443,
+            "/o/r.git/info/refs",
+            &mut m,
+        );
         let b64 = base64::engine::general_purpose::STANDARD;
         assert_eq!(
             m["authorization"],
@@ -238,7 +250,13 @@ mod tests {
         let b64 = base64::engine::general_purpose::STANDARD;
         let v = format!("Basic {}", b64.encode(format!("me:{p}")));
         let mut m = h(&[("authorization", &v)]);
-        g.apply(Scheme::Https, "github.com", 443, "/o/r.git/git-upload-pack", &mut m);
+        g.apply(
+            Scheme::Https,
+            "github.com",
+            443,
+            "/o/r.git/git-upload-pack",
+            &mut m,
+        );
         assert_eq!(
             m["authorization"],
             format!("Basic {}", b64.encode("me:ghp_REAL")).as_str()

@@ -45,7 +45,7 @@ impl Redactor {
         }
         // Longest first: a Basic form is found whole, not as a shorter
         // match inside it.
-        needles.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        needles.sort_by_key(|n| std::cmp::Reverse(n.0.len()));
         let longest = needles[0].0.len();
         let mut first = [false; 256];
         for (n, _) in &needles {
