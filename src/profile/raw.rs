@@ -1029,6 +1029,13 @@ mod tests {
     }
 
     #[test]
+    fn grants_rules() {
+        let l = layer("grants = [\"github\", \"work.gh-2\"]").unwrap();
+        assert_eq!(l.grants, ["github", "work.gh-2"]);
+        assert_error("grants = [\"ok\", \"a/b\"]", "1:17", "is not a credential name");
+    }
+
+    #[test]
     fn env_rules() {
         let l = layer("[env]\nA = \"1\"\n_b = \"\"\n").unwrap();
         assert_eq!(l.env["A"], "1");
