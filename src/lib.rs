@@ -10,6 +10,10 @@
 //! - [`workspace`]: choosing and vetting the workspace directory.
 //! - [`sandbox`]: namespaces, mounts, init, pty and signal relay.
 //! - [`userns`]: diagnosing why user namespaces are unavailable.
+//! - [`credentials`]: the encrypted credential store and its key.
+//! - [`grants`]: credential grants (providers, placeholders) and
+//!   `moat grant`.
+//! - [`keyring`]: the desktop keyring (Secret Service).
 
 pub mod ca;
 pub mod cgroup;

@@ -596,3 +596,122 @@ sandbox_test! {
         out.assert_no_leak(&gh);
     }
 }
+
+/// A private D-Bus session bus with GNOME Keyring's Secret Service on it,
+/// run as the runner's user with its keyrings under `data`; both stop
+/// when dropped (the keyring daemon exits when its bus goes away).
+struct Keyring {
+    bus: String,
+    bus_pid: i32,
+    runtime: Dir,
+}
+
+impl Keyring {
+    fn start(r: &Runner, s: &Setup) -> Keyring {
+        let runtime = r.dir_in(Path::new("/tmp"), "moat-grants-run-");
+        std::fs::set_permissions(runtime.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let mut c = r.command("dbus-daemon");
+        c.args(["--session", "--fork", "--print-address=1", "--print-pid=1"])
+            .env("XDG_RUNTIME_DIR", runtime.path());
+        let out = c.output().expect("run dbus-daemon (scripts/test installs dbus)");
+        assert!(out.status.success(), "dbus-daemon: {}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8(out.stdout).unwrap();
+        let mut lines = text.lines();
+        let bus = lines.next().unwrap().to_string();
+        let bus_pid: i32 = lines.next().unwrap().trim().parse().unwrap();
+        let k = Keyring { bus, bus_pid, runtime };
+        let mut c = r.command("/bin/sh");
+        c.args([
+            "-c",
+            "printf moat-test-password | gnome-keyring-daemon --unlock --components=secrets --daemonize",
+        ]);
+        k.env_std(&mut c, s);
+        let out = c.output().expect("run gnome-keyring-daemon (scripts/test installs gnome-keyring)");
+        assert!(out.status.success(), "gnome-keyring-daemon: {}", String::from_utf8_lossy(&out.stderr));
+        k
+    }
+
+    fn env_std(&self, c: &mut std::process::Command, s: &Setup) {
+        c.env("DBUS_SESSION_BUS_ADDRESS", &self.bus)
+            .env("XDG_RUNTIME_DIR", self.runtime.path())
+            .env("XDG_DATA_HOME", s.data.path());
+    }
+
+    fn env(&self, m: &mut Moat) {
+        m.env("DBUS_SESSION_BUS_ADDRESS", &self.bus)
+            .env("XDG_RUNTIME_DIR", self.runtime.path());
+    }
+
+    /// What the keyring holds for moat's credential key, via secret-tool.
+    fn lookup(&self, r: &Runner, s: &Setup) -> String {
+        let mut c = r.command("secret-tool");
+        c.args(["lookup", "application", "moat", "moat-item", "credential-key"]);
+        self.env_std(&mut c, s);
+        let out = c.output().expect("run secret-tool (scripts/test installs libsecret-tools)");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Keyring {
+    fn drop(&mut self) {
+        // SAFETY: kill has no memory-safety preconditions; the pid is the
+        // bus daemon this test started.
+        unsafe {
+            libc::kill(self.bus_pid, libc::SIGTERM);
+        }
+    }
+}
+
+sandbox_test! {
+    /// With a Secret Service on the session bus, the data key goes into
+    /// the keyring and no key file is written; a run decrypts through it;
+    /// without the keyring the credential's file is named in a clear
+    /// error, and forcing the keyring backend where there is none fails.
+    fn keyring_backend(r: &Runner) {
+        let s = Setup::new(r);
+        let ring = Keyring::start(r, &s);
+        let tls = TestServer::start(Kind::Https(&s.ca), &s.fixtures);
+        let gh = token("ghp_", 36);
+        let mut m = s.moat(r);
+        m.env("MOAT_KEY_BACKEND", "auto");
+        ring.env(&mut m);
+        let out = m
+            .args(["grant", "add", "github", "--name", "gh", "--host"])
+            .arg(format!("allowed.moat.test:{}", tls.port))
+            .stdin(format!("{gh}\n"))
+            .run();
+        out.assert_ok();
+        assert!(!out.stderr.contains("credentials.key"), "no key-file notice with a keyring{out}");
+        assert!(!s.data.join("moat/credentials.key").exists(), "the key must not be in a file{out}");
+        let stored = ring.lookup(r, &s);
+        assert_eq!(B64.decode(&stored).map(|k| k.len()).ok(), Some(32), "key in the keyring: {stored:?}{out}");
+        assert_not_in_files(&walk(s.data.path()), &gh, &out);
+
+        let ws = r.workspace();
+        let mut m = s.exec(r, &ws);
+        m.env("MOAT_KEY_BACKEND", "auto");
+        ring.env(&mut m);
+        let out = m
+            .args(["--grant", "gh"])
+            .cmd(["sh", "-c", &format!("curl -sS --max-time 15 https://allowed.moat.test:{}/reflect/kr", tls.port)])
+            .run();
+        out.assert_ok().assert_no_leak(&gh);
+        let h = &received(&tls, "/reflect/kr")[0];
+        assert_eq!(header(h, "authorization"), Some(format!("Bearer {gh}").as_str()), "{out}");
+
+        // No session bus: the file is named, the keyring blamed.
+        let file = s.store().join("gh.json");
+        let mut m = s.moat(r);
+        m.env("MOAT_KEY_BACKEND", "auto").env("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent/bus");
+        m.args(["grant", "check", "gh"]).run()
+            .assert_moat_error()
+            .assert_stderr_has(&file.display().to_string())
+            .assert_stderr_has("desktop keyring");
+        let mut m = s.moat(r);
+        m.env("MOAT_KEY_BACKEND", "keyring").env("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent/bus");
+        m.args(["grant", "add", "openai", "--name", "oa"]).stdin("sk-x\n").run()
+            .assert_moat_error()
+            .assert_stderr_has("MOAT_KEY_BACKEND=keyring");
+        assert!(!s.store().join("oa.json").exists());
+    }
+}

@@ -8,6 +8,8 @@
 //! - `tunnel`: CONNECT: interception, pass-through, I/O wrappers.
 //! - `connector`: the only place upstream sockets are opened.
 //! - `record`: one log line per request, bodies that count bytes.
+//! - `inject`: credential grants on requests (token in, placeholders out).
+//! - `redact`: granted tokens masked in responses, streaming.
 //! - [`log`]: the request log file and `moat log`.
 //! - [`serve`]: `moat proxy serve`, the proxy on its own.
 //!
