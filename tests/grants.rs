@@ -613,21 +613,37 @@ impl Keyring {
         let mut c = r.command("dbus-daemon");
         c.args(["--session", "--fork", "--print-address=1", "--print-pid=1"])
             .env("XDG_RUNTIME_DIR", runtime.path());
-        let out = c.output().expect("run dbus-daemon (scripts/test installs dbus)");
-        assert!(out.status.success(), "dbus-daemon: {}", String::from_utf8_lossy(&out.stderr));
+        let out = c
+            .output()
+            .expect("run dbus-daemon (scripts/test installs dbus)");
+        assert!(
+            out.status.success(),
+            "dbus-daemon: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = String::from_utf8(out.stdout).unwrap();
         let mut lines = text.lines();
         let bus = lines.next().unwrap().to_string();
         let bus_pid: i32 = lines.next().unwrap().trim().parse().unwrap();
-        let k = Keyring { bus, bus_pid, runtime };
+        let k = Keyring {
+            bus,
+            bus_pid,
+            runtime,
+        };
         let mut c = r.command("/bin/sh");
         c.args([
             "-c",
             "printf moat-test-password | gnome-keyring-daemon --unlock --components=secrets --daemonize",
         ]);
         k.env_std(&mut c, s);
-        let out = c.output().expect("run gnome-keyring-daemon (scripts/test installs gnome-keyring)");
-        assert!(out.status.success(), "gnome-keyring-daemon: {}", String::from_utf8_lossy(&out.stderr));
+        let out = c
+            .output()
+            .expect("run gnome-keyring-daemon (scripts/test installs gnome-keyring)");
+        assert!(
+            out.status.success(),
+            "gnome-keyring-daemon: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         k
     }
 
@@ -645,9 +661,17 @@ impl Keyring {
     /// What the keyring holds for moat's credential key, via secret-tool.
     fn lookup(&self, r: &Runner, s: &Setup) -> String {
         let mut c = r.command("secret-tool");
-        c.args(["lookup", "application", "moat", "moat-item", "credential-key"]);
+        c.args([
+            "lookup",
+            "application",
+            "moat",
+            "moat-item",
+            "credential-key",
+        ]);
         self.env_std(&mut c, s);
-        let out = c.output().expect("run secret-tool (scripts/test installs libsecret-tools)");
+        let out = c
+            .output()
+            .expect("run secret-tool (scripts/test installs libsecret-tools)");
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 }
@@ -713,5 +737,76 @@ sandbox_test! {
             .assert_moat_error()
             .assert_stderr_has("MOAT_KEY_BACKEND=keyring");
         assert!(!s.store().join("oa.json").exists());
+    }
+}
+
+/// A small tmpfs the test fills up, unmounted when dropped.
+struct SmallFs(PathBuf);
+
+impl SmallFs {
+    fn mount(r: &Runner) -> SmallFs {
+        let dir = std::env::temp_dir().join(unique("moat-grants-full-"));
+        std::fs::create_dir(&dir).unwrap();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!("size=256k,mode=0755,uid={},gid={}", r.uid, r.gid))
+            .arg("tmpfs")
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount a tmpfs on {}", dir.display());
+        SmallFs(dir)
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+sandbox_test! {
+    /// A full disk while replacing a credential: `grant add` fails with
+    /// moat's error, and the old credential is intact and still decrypts,
+    /// with no temporary file left behind.
+    fn full_disk_keeps_the_old_credential(r: &Runner) {
+        let s = Setup::new(r);
+        let fs = SmallFs::mount(r);
+        let old = token("ghp_", 36);
+        let add = |tok: &str, replace: bool| {
+            let mut m = s.moat(r);
+            m.env("XDG_DATA_HOME", &fs.0).args(["grant", "add", "github", "--name", "gh"]);
+            if replace {
+                m.arg("--replace");
+            }
+            m.stdin(format!("{tok}\n")).run()
+        };
+        add(&old, false).assert_ok();
+        // Fill what is left.
+        let fill = fs.0.join("fill");
+        let mut f = std::fs::File::create(&fill).unwrap();
+        let block = vec![0u8; 4096];
+        while std::io::Write::write_all(&mut f, &block).is_ok() {}
+        drop(f);
+        let new = token("ghp_", 4000);
+        let out = add(&new, true);
+        out.assert_moat_error().assert_stderr_has("gh.json");
+        let check = {
+            let mut m = s.moat(r);
+            m.env("XDG_DATA_HOME", &fs.0).args(["grant", "check", "gh"]).run()
+        };
+        let fp = {
+            use sha2::Digest;
+            let d = sha2::Sha256::digest(old.as_bytes());
+            d[..4].iter().map(|b| format!("{b:02x}")).collect::<String>()
+        };
+        check.assert_ok().assert_stdout_has(&fp);
+        let left: Vec<_> = std::fs::read_dir(fs.0.join("moat/credentials"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, ["gh.json"], "{out}");
     }
 }

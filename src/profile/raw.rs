@@ -1032,7 +1032,11 @@ mod tests {
     fn grants_rules() {
         let l = layer("grants = [\"github\", \"work.gh-2\"]").unwrap();
         assert_eq!(l.grants, ["github", "work.gh-2"]);
-        assert_error("grants = [\"ok\", \"a/b\"]", "1:17", "is not a credential name");
+        assert_error(
+            "grants = [\"ok\", \"a/b\"]",
+            "1:17",
+            "is not a credential name",
+        );
     }
 
     #[test]
