@@ -279,6 +279,31 @@ fn load_grant_tokens(
         .collect()
 }
 
+/// moat's own data directory (the credential store, its key file, the CA
+/// key) stays hidden even when the profile or the workspace would show it
+/// (a profile binding `~/.local/share`, a workspace that is the home).
+fn hide_moat_data(plan: &mut Plan, data_dir: &Path) {
+    let Ok(real) = data_dir.canonicalize() else {
+        return;
+    };
+    let mut masks = Vec::new();
+    for step in &plan.steps {
+        if let mount_plan::Step::Bind { src, dst, .. } = step {
+            if let Ok(rest) = real.strip_prefix(src) {
+                masks.push(dst.join(rest));
+            }
+        }
+    }
+    for at in masks {
+        if !plan.steps.iter().any(|s| s.dst() == at) {
+            plan.steps.push(mount_plan::Step::Mask {
+                at,
+                kind: mount_plan::Kind::Dir,
+            });
+        }
+    }
+}
+
 /// Builds the spec. Every check that can fail happens here, before any
 /// namespace exists, so a bad input never leaves a half-built sandbox.
 pub fn prepare(args: &ExecArgs, caller: &Caller, verbose: bool) -> Result<Prepared> {
@@ -325,6 +350,7 @@ pub fn prepare(args: &ExecArgs, caller: &Caller, verbose: bool) -> Result<Prepar
         &RealHost,
     )
     .map_err(|e| anyhow!("profile `{}`: {e}", profile.name))?;
+    hide_moat_data(&mut plan, &crate::ca::data_dir(&caller.home));
     let run_id = crate::runs::new_id();
     let network = match profile.network.mode {
         NetworkMode::None => None,

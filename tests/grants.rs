@@ -810,3 +810,29 @@ sandbox_test! {
         assert_eq!(left, ["gh.json"], "{out}");
     }
 }
+
+sandbox_test! {
+    /// moat's data directory (credential files, key file, CA key) stays
+    /// hidden even when a profile binds the directory above it, or the
+    /// workspace contains it.
+    fn the_store_is_hidden_from_the_sandbox(r: &Runner) {
+        let s = Setup::new(r);
+        let gh = token("ghp_", 36);
+        s.add(r, "github", "gh", &[], &gh);
+        let data = s.data.path().display().to_string();
+        let profile = s.profile(&format!("[filesystem]\nread_only = [\"{data}\"]"));
+        let ws = r.workspace();
+        let script = format!(
+            "ls -A {data}; echo \"STORE=$(ls -A {data}/moat | tr '\\n' ' ')\"; cat {data}/moat/credentials.key; echo CAT_EXIT=$?"
+        );
+        let out = s.exec(r, &ws).arg("--profile").arg(&profile).cmd(["sh", "-c", &script]).run();
+        out.assert_ok().assert_field("STORE", "").assert_stdout_has("moat");
+        assert_ne!(out.field("CAT_EXIT"), Some("0"), "{out}");
+        // The workspace itself holding the data directory.
+        let out = s
+            .exec(r, &s.data)
+            .cmd(["sh", "-c", "echo \"STORE=$(ls -A moat | tr '\\n' ' ')\""])
+            .run();
+        out.assert_ok().assert_field("STORE", "");
+    }
+}
