@@ -836,3 +836,61 @@ sandbox_test! {
         out.assert_ok().assert_field("STORE", "");
     }
 }
+
+/// Drives `moat grant add` on a terminal: waits for the prompt, types the
+/// token, and prints everything the terminal showed.
+const PTY_DRIVER: &str = r#"
+import os, pty, sys, time
+moat, name, token = sys.argv[1], sys.argv[2], sys.argv[3]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(moat, [moat, "grant", "add", "github", "--name", name])
+seen = b""
+deadline = time.time() + 20
+while b"not echoed" not in seen and time.time() < deadline:
+    seen += os.read(fd, 1024)
+time.sleep(0.2)
+os.write(fd, token.encode() + b"\n")
+while True:
+    try:
+        chunk = os.read(fd, 1024)
+    except OSError:
+        break
+    if not chunk:
+        break
+    seen += chunk
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(seen.decode("utf-8", "replace"))
+print("\nEXIT=%d" % os.waitstatus_to_exitcode(status))
+"#;
+
+sandbox_test! {
+    /// On a terminal the token is asked for without echo: what the
+    /// terminal shows has the prompt and not the token, and the token
+    /// stored is the one typed.
+    fn tty_prompt_does_not_echo(r: &Runner) {
+        let s = Setup::new(r);
+        let tok = token("ghp_", 36);
+        let mut c = r.command("/usr/bin/python3");
+        c.arg("-c")
+            .arg(PTY_DRIVER)
+            .arg(moat_bin(r.mode))
+            .arg("tty")
+            .arg(&tok)
+            .env("XDG_DATA_HOME", s.data.path())
+            .env("MOAT_KEY_BACKEND", "file");
+        let out = run_command(c, "pty driver".into(), None, TIMEOUT);
+        out.assert_ok().assert_field("EXIT", "0");
+        assert!(out.stdout.contains("Token for `tty`"), "{out}");
+        // The driver's own argv carries the token; what the terminal showed
+        // must not.
+        let shown: String = out.stdout.lines().filter(|l| !l.starts_with("EXIT=")).collect();
+        assert!(!shown.contains(&tok), "the token was echoed{out}");
+        let fp = {
+            use sha2::Digest;
+            let d = sha2::Sha256::digest(tok.as_bytes());
+            d[..4].iter().map(|b| format!("{b:02x}")).collect::<String>()
+        };
+        s.moat(r).args(["grant", "check", "tty"]).run().assert_ok().assert_stdout_has(&fp);
+    }
+}
