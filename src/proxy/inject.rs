@@ -94,11 +94,22 @@ impl Grants {
         if self.list.is_empty() {
             return done;
         }
-        let covering: Vec<&Grant> = self
+        let mut covering: Vec<&Grant> = self
             .list
             .iter()
             .filter(|g| g.plan.covers(host, port))
             .collect();
+        // Two grants for one host and header (two accounts): the one whose
+        // placeholder the request carries wins, else the first listed.
+        let sent = |g: &Grant| {
+            g.rule_for(host, port, path).is_some_and(|r| {
+                headers
+                    .get_all(&r.header)
+                    .iter()
+                    .any(|v| carries(v.as_bytes(), &g.plan.placeholder))
+            })
+        };
+        covering.sort_by_key(|g| !sent(g));
         let mut injected: Vec<HeaderName> = Vec::new();
         for g in &covering {
             if scheme != Scheme::Https {
@@ -108,7 +119,6 @@ impl Grants {
             let Some(rule) = g.rule_for(host, port, path) else {
                 continue;
             };
-            // Two grants for one header on one host: the first listed wins.
             if injected.contains(&rule.header) {
                 continue;
             }
@@ -261,6 +271,21 @@ mod tests {
             m["authorization"],
             format!("Basic {}", b64.encode("me:ghp_REAL")).as_str()
         );
+    }
+
+    #[test]
+    fn the_placeholder_sent_picks_between_two_grants_of_one_host() {
+        let a = grant("github", "a", &[], "ghp_A");
+        let b = grant("github", "b", &[], "ghp_B");
+        let pb = b.plan.placeholder.clone();
+        let g = Grants::new(vec![a, b]);
+        let mut m = h(&[("authorization", &format!("Bearer {pb}"))]);
+        let used = g.apply(Scheme::Https, "api.github.com", 443, "/user", &mut m);
+        assert_eq!(m["authorization"], "Bearer ghp_B");
+        assert_eq!(used.uses, [("b".to_string(), "inject")]);
+        let mut m = h(&[]);
+        g.apply(Scheme::Https, "api.github.com", 443, "/user", &mut m);
+        assert_eq!(m["authorization"], "Bearer ghp_A");
     }
 
     #[test]
