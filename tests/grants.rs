@@ -403,7 +403,7 @@ c -H "x-api-key: $ANTHROPIC_API_KEY" https://git.moat.test:{p}/reflect/an
 c -H "x-api-key: $ANTHROPIC_API_KEY" https://denied.moat.test:{p}/reflect/oat
 c -H "Authorization: Bearer $OPENAI_API_KEY" https://plain.moat.test:{p}/reflect/oa
 c -H "X-Custom-Auth: Token $CUSTOM_TOKEN" https://allowed.moat.test:{po}/reflect/hd
-c -H "Authorization: Bearer $GH_TOKEN" -H "X-Leak: $OPENAI_API_KEY" https://git.moat.test:{po}/reflect/strip
+c -H "Authorization: Bearer $GH_TOKEN" -H "X-Leak: $OPENAI_API_KEY" "https://git.moat.test:{po}/reflect/strip?a=1&key=$OPENAI_API_KEY"
 c -H "Authorization: Bearer $GH_TOKEN" http://plain.moat.test:{pp}/reflect/plain
 echo READY
 sleep 2
@@ -462,6 +462,13 @@ sleep 2
         let h = one(&other, "/reflect/strip");
         assert_eq!(header(&h, "authorization"), None, "placeholder to a non-granted host{out}");
         assert_eq!(header(&h, "x-leak"), None, "placeholder to a non-granted host{out}");
+        let paths: Vec<String> = other
+            .requests()
+            .iter()
+            .filter_map(|e| e["path"].as_str().map(str::to_string))
+            .filter(|p| p.starts_with("/reflect/strip"))
+            .collect();
+        assert_eq!(paths, ["/reflect/strip?a=1"], "placeholder in a query string{out}");
         let h = one(&plain, "/reflect/plain");
         assert_eq!(header(&h, "authorization"), None, "no token over plain HTTP{out}");
 

@@ -417,6 +417,12 @@ async fn forward(conn: Conn, mut req: Request<Incoming>, start: Instant) -> Resp
         .map(|p| p.as_str())
         .filter(|p| p.starts_with('/'))
         .unwrap_or("/");
+    // A placeholder in the query string goes nowhere but its grant's hosts.
+    let (stripped, uses) = shared.grants.strip_query(rec.host(), port, pq);
+    for (grant, action) in &uses {
+        rec.credential(grant, action);
+    }
+    let pq = stripped.as_deref().unwrap_or(pq);
     let uri = Uri::builder()
         .scheme(if scheme == Scheme::Https {
             "https"

@@ -80,6 +80,52 @@ impl Grants {
         Grants { list }
     }
 
+    /// `path_and_query` without the query parameters that carry the
+    /// placeholder of a grant not covering `host:port`; `None` when
+    /// nothing was removed. On a grant's own hosts its placeholder stays
+    /// (it is not the token, and moat does not put tokens into URLs).
+    pub fn strip_query(
+        &self,
+        host: &str,
+        port: u16,
+        path_and_query: &str,
+    ) -> (Option<String>, Vec<(String, &'static str)>) {
+        let mut uses = Vec::new();
+        let Some((path, query)) = path_and_query.split_once('?') else {
+            return (None, uses);
+        };
+        let foreign: Vec<&Grant> = self
+            .list
+            .iter()
+            .filter(|g| !g.plan.covers(host, port))
+            .collect();
+        let mut kept = Vec::new();
+        for pair in query.split('&') {
+            let owners: Vec<&str> = foreign
+                .iter()
+                .filter(|g| pair.contains(g.plan.placeholder.as_str()))
+                .map(|g| g.plan.name.as_str())
+                .collect();
+            if owners.is_empty() {
+                kept.push(pair);
+            }
+            for o in owners {
+                if !uses.iter().any(|(g, _)| g == o) {
+                    uses.push((o.to_string(), "strip"));
+                }
+            }
+        }
+        if uses.is_empty() {
+            return (None, uses);
+        }
+        let out = if kept.is_empty() {
+            path.to_string()
+        } else {
+            format!("{path}?{}", kept.join("&"))
+        };
+        (Some(out), uses)
+    }
+
     /// Rewrites `headers` of a request to `host:port` (`path` without the
     /// query) as described in the module comment.
     pub fn apply(
@@ -286,6 +332,23 @@ mod tests {
         let mut m = h(&[]);
         g.apply(Scheme::Https, "api.github.com", 443, "/user", &mut m);
         assert_eq!(m["authorization"], "Bearer ghp_A");
+    }
+
+    #[test]
+    fn placeholders_leave_query_strings_bound_elsewhere() {
+        let (g, p1, _) = gs();
+        let (q, uses) = g.strip_query("evil.example", 443, &format!("/x?a=1&t={p1}&b=2"));
+        assert_eq!(q.as_deref(), Some("/x?a=1&b=2"));
+        assert_eq!(uses, [("gh".to_string(), "strip")]);
+        let (q, _) = g.strip_query("evil.example", 443, &format!("/x?t={p1}"));
+        assert_eq!(q.as_deref(), Some("/x"));
+        assert_eq!(g.strip_query("evil.example", 443, "/x?a=1").0, None);
+        // On its own host the placeholder stays.
+        assert_eq!(
+            g.strip_query("api.github.com", 443, &format!("/x?t={p1}"))
+                .0,
+            None
+        );
     }
 
     #[test]
