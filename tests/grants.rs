@@ -901,3 +901,65 @@ sandbox_test! {
         s.moat(r).args(["grant", "check", "tty"]).run().assert_ok().assert_stdout_has(&fp);
     }
 }
+
+sandbox_test! {
+    /// `grant add --replace` killed with SIGKILL between writing its new
+    /// file and renaming it over the old one (strace holds the rename):
+    /// the old credential is intact and decrypts, the half-done temp file
+    /// is ignored by `list`, and the store keeps working.
+    fn kill_during_write_keeps_the_old_credential(r: &Runner) {
+        let s = Setup::new(r);
+        let old = token("ghp_", 36);
+        s.add(r, "github", "gh", &[], &old);
+        let new = token("ghp_", 36);
+        let mut c = r.command("strace");
+        c.args(["-qq", "-f", "-o", "/dev/null", "-e", "trace=rename,renameat,renameat2"])
+            .args(["-e", "inject=rename,renameat,renameat2:delay_enter=5000000"])
+            .arg(moat_bin(r.mode))
+            .args(["grant", "add", "github", "--name", "gh", "--replace"])
+            .env("XDG_DATA_HOME", s.data.path())
+            .env("MOAT_KEY_BACKEND", "file")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let mut child = c.spawn().expect("run strace (scripts/test installs it)");
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().unwrap();
+            writeln!(stdin, "{new}").unwrap();
+        }
+        // The temp file's name carries the writer's pid.
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        let tmp = loop {
+            let found = std::fs::read_dir(s.store())
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .find(|n| n.starts_with(".tmp-gh.json-"));
+            if let Some(n) = found {
+                break n;
+            }
+            assert!(std::time::Instant::now() < deadline, "no temp file appeared");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let pid: i32 = tmp.split('-').nth(2).unwrap().parse().unwrap();
+        // SAFETY: kill has no memory-safety preconditions; `pid` is the
+        // moat this test started (named in its own temp file).
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+        let st = child.wait().unwrap();
+        assert!(!st.success(), "the killed write must not report success");
+
+        assert!(s.store().join(&tmp).exists(), "the temp file of the killed write stays");
+        let fp = |t: &str| {
+            use sha2::Digest;
+            let d = sha2::Sha256::digest(t.as_bytes());
+            d[..4].iter().map(|b| format!("{b:02x}")).collect::<String>()
+        };
+        s.moat(r).args(["grant", "check", "gh"]).run().assert_ok().assert_stdout_has(&fp(&old));
+        let list = s.moat(r).args(["grant", "list"]).run();
+        list.assert_ok();
+        assert_eq!(list.stdout.lines().count(), 2, "header and gh only{list}");
+        s.add(r, "github", "gh2", &[], &new);
+        s.moat(r).args(["grant", "check", "gh2"]).run().assert_ok().assert_stdout_has(&fp(&new));
+    }
+}
