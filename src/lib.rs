@@ -17,6 +17,7 @@ pub mod cli;
 pub mod doctor;
 pub mod environment;
 pub mod exec;
+pub mod keyring;
 pub mod landlock_policy;
 pub mod mount_plan;
 pub mod network_policy;
