@@ -65,6 +65,9 @@ pub struct Prepared {
     pub start_proxy: Option<StartProxy>,
     /// This run's request log, when it has a proxy.
     pub request_log: Option<PathBuf>,
+    /// Names of the profile's secrets that were resolved and set in the
+    /// sandbox (never their values), for the run's records.
+    pub secret_names: Vec<String>,
 }
 
 /// A private directory on the host for this run's files (the CA bundle the
@@ -254,10 +257,22 @@ pub fn prepare(args: &ExecArgs, caller: &Caller, verbose: bool) -> Result<Prepar
         .get("PATH")
         .map(|p| p.split(':').map(PathBuf::from).collect())
         .unwrap_or_default();
-    let env = env
+    let secrets = resolve_secrets(&profile, &cli_env, caller, verbose)?;
+    let mut env = env
         .iter()
+        // A secret replaces a variable passed through from the host.
+        .filter(|(k, _)| !profile.secrets.contains_key(*k))
         .map(|(k, v)| cstring(format!("{k}={v}"), &format!("environment variable {k}")))
         .collect::<Result<Vec<_>>>()?;
+    for (name, value) in &secrets.values {
+        let mut entry = zeroize::Zeroizing::new(Vec::with_capacity(name.len() + 1 + value.len()));
+        entry.extend_from_slice(name.as_bytes());
+        entry.push(b'=');
+        entry.extend_from_slice(value);
+        // Checked for NUL when resolved.
+        env.push(cstring(entry.to_vec(), &format!("secret {name}"))?);
+    }
+    let secret_names = secrets.names();
     if args.command.is_empty() {
         bail!("no command given: moat exec [OPTIONS] -- CMD [ARGS]");
     }
@@ -316,6 +331,7 @@ pub fn prepare(args: &ExecArgs, caller: &Caller, verbose: bool) -> Result<Prepar
         exit_code: None,
         ended_by: Vec::new(),
         peak_memory: None,
+        secrets: secret_names.clone(),
     };
     Ok(Prepared {
         spec: Spec {
@@ -337,7 +353,43 @@ pub fn prepare(args: &ExecArgs, caller: &Caller, verbose: bool) -> Result<Prepar
         record,
         request_log: network.as_ref().map(|n| n.log_path.clone()),
         start_proxy: network.map(|n| n.start),
+        secret_names,
     })
+}
+
+/// Reads the profile's `[secrets]` on the host, before any namespace
+/// exists (keyring calls run on a thread that is joined again). Prints
+/// names and sources only.
+fn resolve_secrets(
+    profile: &Profile,
+    cli_env: &[(String, String)],
+    caller: &Caller,
+    verbose: bool,
+) -> Result<crate::secrets::Resolved> {
+    if let Some((k, _)) = cli_env
+        .iter()
+        .find(|(k, _)| profile.secrets.contains_key(k))
+    {
+        bail!(
+            "-e {k}: `{k}` is a secret of profile `{}`; a variable comes from one of them \
+             only: drop the -e, or use a profile without that secret",
+            profile.name
+        );
+    }
+    let host = crate::secrets::RealHost {
+        home: caller.home.clone(),
+    };
+    let resolved = crate::secrets::resolve(&profile.secrets, &host)
+        .map_err(|e| anyhow!("profile `{}`: {e}", profile.name))?;
+    for notice in &resolved.notices {
+        eprintln!("moat: {notice}");
+    }
+    if verbose {
+        for name in resolved.names() {
+            eprintln!("moat: secret {name} from {}", profile.secrets[&name]);
+        }
+    }
+    Ok(resolved)
 }
 
 /// Runs `moat exec`; returns the process exit status.
@@ -355,6 +407,7 @@ pub fn run(args: &ExecArgs, verbose: bool) -> i32 {
         mut record,
         start_proxy,
         request_log,
+        secret_names: _,
     } = match prepare(args, &caller, verbose) {
         Ok(p) => p,
         Err(e) => {

@@ -26,5 +26,6 @@ pub mod proxy;
 pub mod runs;
 pub mod sandbox;
 pub mod seccomp_policy;
+pub mod secrets;
 pub mod userns;
 pub mod workspace;

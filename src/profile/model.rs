@@ -26,6 +26,9 @@ pub struct Profile {
     pub pass_env: Vec<String>,
     /// Variables set inside the sandbox (after the pass-through ones).
     pub env: BTreeMap<String, String>,
+    /// Variables whose values moat reads on the host at start (`[secrets]`),
+    /// by name; the specs say where from, never the values.
+    pub secrets: BTreeMap<String, crate::secrets::SecretSpec>,
     pub filesystem: Filesystem,
     pub landlock: Landlock,
     pub seccomp: Seccomp,
@@ -219,6 +222,7 @@ impl Default for Profile {
             hostname: DEFAULT_HOSTNAME.to_string(),
             pass_env: Vec::new(),
             env: BTreeMap::new(),
+            secrets: BTreeMap::new(),
             filesystem: Filesystem::default(),
             landlock: Landlock::default(),
             seccomp: Seccomp::default(),
