@@ -142,7 +142,7 @@ pub fn list(home: &Path) -> Result<i32> {
         return Ok(0);
     }
     println!(
-        "{:<26} {:>5} {:<12} {:<10} {:<16} COMMAND",
+        "{:<26} {:>5} {:<12} {:<10} {:<24} COMMAND",
         "RUN", "EXIT", "PROFILE", "LANDLOCK", "SECRETS"
     );
     for r in records {
@@ -156,7 +156,7 @@ pub fn list(home: &Path) -> Result<i32> {
             .map(|h| format!("abi{} {}", h.landlock.abi, h.landlock.status))
             .unwrap_or_else(|| "-".into());
         println!(
-            "{:<26} {:>5} {:<12} {:<10} {:<16} {}",
+            "{:<26} {:>5} {:<12} {:<10} {:<24} {}",
             r.id,
             exit,
             r.profile,
@@ -174,7 +174,7 @@ fn secrets_column(names: &[String]) -> String {
         return "-".into();
     }
     let joined = names.join(",");
-    if joined.len() <= 16 {
+    if joined.len() <= 24 {
         joined
     } else {
         format!("{} secrets", names.len())

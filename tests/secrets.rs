@@ -281,3 +281,391 @@ fn keyring_library_child() {
     assert_eq!(threads(), before, "keyring calls left threads behind");
     println!("child checks done");
 }
+
+/// A profile in `ws` that extends the default one without a network (the
+/// proxy is not what these tests are about) and adds `extra`.
+fn profile(ws: &Dir, extra: &str) -> PathBuf {
+    write_profile(
+        ws,
+        "secrets.toml",
+        &format!("extends = \"default\"\n[network]\nmode = \"none\"\n{extra}"),
+    )
+}
+
+/// The run record path moat prints with --verbose.
+fn record_path(out: &Output) -> PathBuf {
+    out.stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("moat: run record "))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("no run record path on stderr{out}"))
+}
+
+/// Runs `sh -c SCRIPT` with `--verbose` under the profile at `p`.
+fn run_with(r: &Runner, ws: &Dir, p: &Path, script: &str) -> Output {
+    r.exec(ws)
+        .arg("--profile")
+        .arg(p)
+        .cmd(["sh", "-c", script])
+        .run()
+}
+
+#[track_caller]
+fn assert_absent(haystack: &str, value: &str, what: &str) {
+    assert!(
+        !haystack.contains(value),
+        "secret value {value:?} appears in {what}:\n{haystack}"
+    );
+}
+
+sandbox_test! {
+    /// env: and file: sources reach the command as variables, and the
+    /// values appear nowhere moat writes: not in its --verbose stderr, the
+    /// run record, `moat runs` or `moat profile show`.
+    fn env_and_file_secrets_reach_the_command_and_nothing_else(r: &Runner) {
+        let ws = r.workspace();
+        let from_env = unique("env-value-");
+        let from_file = unique("file-value-");
+        let in_home = HostFile::create(
+            r.home.join(unique(".moat-secret-")),
+            &format!("{from_file}\n"),
+            0o600,
+            (r.uid, r.gid),
+            false,
+        );
+        let name = in_home.path.file_name().unwrap().to_str().unwrap().to_string();
+        let p = profile(
+            &ws,
+            &format!(
+                "[secrets]\nFROM_ENV = \"env:MOAT_TEST_SECRET_SRC\"\nFROM_FILE = \"file:~/{name}\"\n"
+            ),
+        );
+        let out = r
+            .moat()
+            .arg("--verbose")
+            .arg("exec")
+            .arg("--workspace")
+            .arg(ws.path())
+            .arg("--profile")
+            .arg(&p)
+            .env("MOAT_TEST_SECRET_SRC", &from_env)
+            .cwd(ws.path())
+            .cmd([
+                "sh",
+                "-c",
+                "printf '%s|%s|%s' \"$FROM_ENV\" \"$FROM_FILE\" \"${MOAT_TEST_SECRET_SRC-unset}\"",
+            ])
+            .run();
+        out.assert_ok();
+        // The file's trailing newline is gone; the source variable itself
+        // did not come in with its value.
+        assert_eq!(out.stdout, format!("{from_env}|{from_file}|unset"), "{out}");
+        for v in [&from_env, &from_file] {
+            assert_absent(&out.stderr, v, "moat's --verbose stderr");
+        }
+        out.assert_stderr_has("secret FROM_ENV from env:MOAT_TEST_SECRET_SRC");
+
+        let record_file = record_path(&out);
+        let record = fs::read_to_string(&record_file).unwrap();
+        for v in [&from_env, &from_file] {
+            assert_absent(&record, v, "the run record");
+        }
+        let json: serde_json::Value = serde_json::from_str(&record).unwrap();
+        assert_eq!(json["secrets"], serde_json::json!(["FROM_ENV", "FROM_FILE"]), "{record}");
+
+        let runs = r.moat().arg("runs").cwd(ws.path()).run();
+        runs.assert_ok();
+        assert!(runs.stdout.lines().next().unwrap().contains("SECRETS"), "{runs}");
+        let id = record_file.file_stem().unwrap().to_str().unwrap();
+        let line = runs.stdout.lines().find(|l| l.starts_with(id)).unwrap_or_else(|| panic!("{runs}"));
+        assert!(line.contains("FROM_ENV,FROM_FILE"), "{runs}");
+        for v in [&from_env, &from_file] {
+            assert_absent(&runs.stdout, v, "`moat runs`");
+        }
+
+        let show = r.moat().args(["profile", "show"]).arg(&p).cwd(ws.path()).run();
+        show.assert_ok();
+        show.assert_stdout_has("FROM_ENV = \"env:MOAT_TEST_SECRET_SRC\"");
+        show.assert_stdout_has(&format!("FROM_FILE = \"file:~/{name}\""));
+        for v in [&from_env, &from_file] {
+            assert_absent(&show.stdout, v, "`moat profile show`");
+        }
+    }
+}
+
+sandbox_test! {
+    /// A `-` source that is absent leaves the variable unset (even one the
+    /// host would pass through) with a one-line notice; the run goes on.
+    fn optional_absent_secret_is_unset_with_a_notice(r: &Runner) {
+        let ws = r.workspace();
+        let p = profile(
+            &ws,
+            "[secrets]\nOPT_ENV = \"-env:MOAT_TEST_NEVER_SET\"\nOPT_FILE = \"-file:/nonexistent/moat-secret\"\n\
+             TZ = \"-env:MOAT_TEST_NEVER_SET_TZ\"\n",
+        );
+        let out = r
+            .exec(&ws)
+            .arg("--profile")
+            .arg(&p)
+            .env("TZ", "UTC")
+            .cmd(["sh", "-c", "echo \"env=${OPT_ENV-unset} file=${OPT_FILE-unset} tz=${TZ-unset}\""])
+            .run();
+        out.assert_ok();
+        out.assert_stdout_has("env=unset file=unset tz=unset");
+        for name in ["OPT_ENV", "OPT_FILE", "TZ"] {
+            let notice = out
+                .stderr
+                .lines()
+                .filter(|l| l.contains(&format!("optional secret `{name}` not set")))
+                .count();
+            assert_eq!(notice, 1, "one notice for {name}{out}");
+        }
+    }
+}
+
+sandbox_test! {
+    /// A required source that is absent stops the start: 125, naming the
+    /// secret and its source, printing no value (not even of the secrets
+    /// that did resolve), and the command never runs.
+    fn required_absent_secret_refuses_to_start(r: &Runner) {
+        let ws = r.workspace();
+        let present = unique("present-value-");
+        for (spec, why) in [
+            ("env:MOAT_TEST_NEVER_SET", "`MOAT_TEST_NEVER_SET` is not set"),
+            ("file:/nonexistent/moat-secret", "/nonexistent/moat-secret does not exist"),
+        ] {
+            let p = profile(
+                &ws,
+                &format!("[secrets]\nA_PRESENT = \"env:MOAT_TEST_PRESENT\"\nB_MISSING = \"{spec}\"\n"),
+            );
+            let out = r
+                .moat()
+                .arg("--verbose")
+                .arg("exec")
+                .arg("--workspace")
+                .arg(ws.path())
+                .arg("--profile")
+                .arg(&p)
+                .env("MOAT_TEST_PRESENT", &present)
+                .cwd(ws.path())
+                .cmd(["sh", "-c", "echo RAN"])
+                .run();
+            out.assert_moat_error();
+            out.assert_stderr_has(&format!("secret `B_MISSING` ({spec})"));
+            out.assert_stderr_has(why);
+            assert!(!out.stdout.contains("RAN"), "the command ran{out}");
+            out.assert_no_leak(&present);
+        }
+    }
+}
+
+sandbox_test! {
+    /// One name from two places is refused: [env] and [secrets] (also
+    /// across `extends`), `-e` and [secrets]; and a secret may not take a
+    /// variable moat sets itself.
+    fn secret_name_clashes_and_moat_owned_names_are_refused(r: &Runner) {
+        let ws = r.workspace();
+        let base = write_profile(
+            &ws,
+            "base.toml",
+            "extends = \"default\"\n[network]\nmode = \"none\"\n[secrets]\nDB_URL = \"env:MOAT_TEST_DB\"\n",
+        );
+        let child = write_profile(&ws, "child.toml", "extends = \"./base.toml\"\n[env]\nDB_URL = \"plain\"\n");
+        let same = profile(&ws, "[env]\nDB_URL = \"plain\"\n[secrets]\nDB_URL = \"env:MOAT_TEST_DB\"\n");
+        for p in [&child, &same] {
+            let out = run_with(r, &ws, p, "echo RAN");
+            out.assert_moat_error();
+            out.assert_stderr_has("`DB_URL` is a secret");
+            out.assert_stderr_has("[env]");
+            assert!(!out.stdout.contains("RAN"), "{out}");
+        }
+        let out = r
+            .exec(&ws)
+            .arg("--profile")
+            .arg(&base)
+            .arg("-e")
+            .arg("DB_URL=other")
+            .env("MOAT_TEST_DB", "x")
+            .cmd(["sh", "-c", "echo RAN"])
+            .run();
+        out.assert_moat_error();
+        out.assert_stderr_has("-e DB_URL");
+
+        for name in ["HOME", "PATH", "HTTPS_PROXY", "SSL_CERT_FILE", "no_proxy"] {
+            let p = profile(&ws, &format!("[secrets]\n{name} = \"env:MOAT_TEST_DB\"\n"));
+            let out = run_with(r, &ws, &p, "echo RAN");
+            out.assert_moat_error();
+            out.assert_stderr_has(&format!("`{name}` is a variable moat sets itself"));
+            let check = r.moat().args(["profile", "check"]).arg(&p).cwd(ws.path()).run();
+            assert_ne!(check.code(), Some(0), "{check}");
+            check.assert_stderr_has("secrets.toml:5:1");
+        }
+    }
+}
+
+sandbox_test! {
+    /// keyring:NAME and keyring:attr=value find items stored with
+    /// secret-tool in a real gnome-keyring on the caller's session bus.
+    fn keyring_secret_resolves_from_gnome_keyring(r: &Runner) {
+        let k = Keyring::start(r);
+        let ws = r.workspace();
+        let by_name = unique("keyring-named-");
+        let by_attrs = unique("keyring-attrs-");
+        k.store(r, "moat: KR_NAMED", &[("moat-secret", "kr-named")], &by_name);
+        k.store(r, "moat test", &[("service", "moat-test"), ("user", "agent")], &by_attrs);
+        let p = profile(
+            &ws,
+            "[secrets]\nKR_NAMED = \"keyring:kr-named\"\nKR_ATTRS = \"keyring:service=moat-test,user=agent\"\n\
+             KR_OPT = \"-keyring:not-stored\"\n",
+        );
+        let out = r
+            .moat()
+            .arg("--verbose")
+            .arg("exec")
+            .arg("--workspace")
+            .arg(ws.path())
+            .arg("--profile")
+            .arg(&p)
+            .env("DBUS_SESSION_BUS_ADDRESS", &k.address)
+            .cwd(ws.path())
+            .cmd(["sh", "-c", "printf '%s|%s|%s' \"$KR_NAMED\" \"$KR_ATTRS\" \"${KR_OPT-unset}\""])
+            .run();
+        out.assert_ok();
+        assert_eq!(out.stdout, format!("{by_name}|{by_attrs}|unset"), "{out}");
+        out.assert_stderr_has("optional secret `KR_OPT` not set");
+        for v in [&by_name, &by_attrs] {
+            assert_absent(&out.stderr, v, "moat's --verbose stderr");
+            assert_absent(&fs::read_to_string(record_path(&out)).unwrap(), v, "the run record");
+        }
+
+        // Locked, with nobody to answer a prompt: a clear refusal.
+        k.lock(r);
+        let out = r
+            .exec(&ws)
+            .arg("--profile")
+            .arg(&p)
+            .env("DBUS_SESSION_BUS_ADDRESS", &k.address)
+            .cmd(["sh", "-c", "echo RAN"])
+            .run();
+        out.assert_moat_error();
+        out.assert_stderr_has("secret `KR_ATTRS`");
+        out.assert_stderr_has("keyring is locked");
+        out.assert_no_leak(&by_name);
+        out.assert_no_leak(&by_attrs);
+        drop(k);
+    }
+}
+
+sandbox_test! {
+    /// No session bus, or a bus with no Secret Service on it: a required
+    /// keyring secret says there is no keyring; an optional one is unset.
+    fn keyring_secret_without_a_keyring(r: &Runner) {
+        let ws = r.workspace();
+        let required = profile(&ws, "[secrets]\nKR = \"keyring:moat-test-none\"\n");
+        let optional = write_profile(
+            &ws,
+            "optional.toml",
+            "extends = \"default\"\n[network]\nmode = \"none\"\n[secrets]\nKR = \"-keyring:moat-test-none\"\n",
+        );
+        let bus = Keyring::bus_only(r);
+        let no_bus = format!("unix:path={}/no-such-bus", bus.path().display());
+        for address in [no_bus.as_str(), bus.address.as_str()] {
+            let out = r
+                .exec(&ws)
+                .arg("--profile")
+                .arg(&required)
+                .env("DBUS_SESSION_BUS_ADDRESS", address)
+                .cmd(["sh", "-c", "echo RAN"])
+                .run();
+            out.assert_moat_error();
+            out.assert_stderr_has("secret `KR` (keyring:moat-test-none)");
+            out.assert_stderr_has("no keyring");
+            let out = r
+                .exec(&ws)
+                .arg("--profile")
+                .arg(&optional)
+                .env("DBUS_SESSION_BUS_ADDRESS", address)
+                .cmd(["sh", "-c", "echo \"KR=${KR-unset}\""])
+                .run();
+            out.assert_ok();
+            out.assert_stdout_has("KR=unset");
+            out.assert_stderr_has("optional secret `KR` not set: no keyring");
+        }
+        // And with no bus address at all (the runner's clean environment).
+        let out = run_with(r, &ws, &required, "echo RAN");
+        out.assert_moat_error();
+        out.assert_stderr_has("no keyring");
+    }
+}
+
+/// A stand-in for the 1Password CLI: answers one reference, fails others
+/// the way `op` does, and logs its arguments.
+const FAKE_OP: &str = r#"#!/bin/sh
+printf '%s\n' "$*" >> "$(dirname "$0")/calls"
+if [ "$#" -eq 3 ] && [ "$1" = read ] && [ "$2" = --no-newline ] && [ "$3" = "op://Private/Postgres/password" ]; then
+    printf '%s' "$MOAT_TEST_OP_VALUE"
+    exit 0
+fi
+echo "[ERROR] 2026/12/07 00:00:00 could not read secret '$3': isn't an item in the vault" >&2
+exit 1
+"#;
+
+sandbox_test! {
+    /// op:// references run `op read --no-newline REF` on the host; its
+    /// failure is summarised without a value; a missing `op` is named.
+    fn op_reference_reads_through_the_1password_cli(r: &Runner) {
+        let ws = r.workspace();
+        let bin = r.dir_in(Path::new("/tmp"), "moat-op-");
+        let op = bin.write("op", FAKE_OP);
+        fs::set_permissions(&op, fs::Permissions::from_mode(0o755)).unwrap();
+        let value = unique("op-value-");
+        let good = profile(&ws, "[secrets]\nPGPASSWORD = \"op://Private/Postgres/password\"\n");
+        let path = format!("{}:{CLEAN_PATH}", bin.path_str());
+        let out = r
+            .moat()
+            .arg("--verbose")
+            .arg("exec")
+            .arg("--workspace")
+            .arg(ws.path())
+            .arg("--profile")
+            .arg(&good)
+            .env("PATH", &path)
+            .env("MOAT_TEST_OP_VALUE", &value)
+            .cwd(ws.path())
+            .cmd(["sh", "-c", "printf '%s' \"$PGPASSWORD\""])
+            .run();
+        out.assert_ok();
+        assert_eq!(out.stdout, value, "{out}");
+        assert_absent(&out.stderr, &value, "moat's --verbose stderr");
+        assert_absent(&fs::read_to_string(record_path(&out)).unwrap(), &value, "the run record");
+        assert_eq!(
+            bin.read("calls"),
+            "read --no-newline op://Private/Postgres/password\n",
+            "moat must call `op read --no-newline REF` once"
+        );
+
+        let bad = write_profile(
+            &ws,
+            "bad.toml",
+            "extends = \"default\"\n[network]\nmode = \"none\"\n[secrets]\nPGPASSWORD = \"op://Private/Nope/password\"\n",
+        );
+        let out = r
+            .exec(&ws)
+            .arg("--profile")
+            .arg(&bad)
+            .env("PATH", &path)
+            .env("MOAT_TEST_OP_VALUE", &value)
+            .cmd(["sh", "-c", "echo RAN"])
+            .run();
+        out.assert_moat_error();
+        out.assert_stderr_has("secret `PGPASSWORD` (op://Private/Nope/password): `op read` failed");
+        out.assert_stderr_has("isn't an item in the vault");
+        out.assert_no_leak(&value);
+
+        // No `op` on PATH.
+        let out = run_with(r, &ws, &good, "echo RAN");
+        out.assert_moat_error();
+        out.assert_stderr_has("the 1Password CLI `op` is not on PATH");
+        assert!(!out.stdout.contains("RAN"), "{out}");
+    }
+}
