@@ -81,8 +81,8 @@ impl SecretSpec {
             Source::File(path.to_string())
         } else if let Some(item) = rest.strip_prefix("keyring:") {
             Source::Keyring(keyring_attributes(item)?)
-        } else if rest.starts_with("op://") {
-            let segments: Vec<&str> = rest["op://".len()..].split('/').collect();
+        } else if let Some(path) = rest.strip_prefix("op://") {
+            let segments: Vec<&str> = path.split('/').collect();
             if segments.len() < 3 || segments.iter().any(|s| s.is_empty()) {
                 return Err(format!(
                     "`{rest}`: a 1Password reference is op://VAULT/ITEM/FIELD \
