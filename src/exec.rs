@@ -269,8 +269,12 @@ pub fn prepare(args: &ExecArgs, caller: &Caller, verbose: bool) -> Result<Prepar
         entry.extend_from_slice(name.as_bytes());
         entry.push(b'=');
         entry.extend_from_slice(value);
-        // Checked for NUL when resolved.
-        env.push(cstring(entry.to_vec(), &format!("secret {name}"))?);
+        // Checked for NUL when resolved. Moved, not copied: the CString
+        // is the one copy left, and the sandbox's environment needs it.
+        env.push(cstring(
+            std::mem::take(&mut *entry),
+            &format!("secret {name}"),
+        )?);
     }
     let secret_names = secrets.names();
     if args.command.is_empty() {

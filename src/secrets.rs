@@ -228,7 +228,10 @@ impl Host for RealHost {
             Ok(None) => Ok(Found::Absent("no keyring item has these attributes".into())),
             // No keyring at all is an absent source too: an optional
             // secret is then left unset, a required one names the cause.
-            Err(e @ KeyringError::Unavailable(_)) => Ok(Found::Absent(e.to_string())),
+            Err(KeyringError::Unavailable(why)) => Ok(Found::Absent(format!(
+                "no keyring ({why}); start a Secret Service provider in this session \
+                 (e.g. gnome-keyring-daemon), or take the secret from another source"
+            ))),
             Err(e) => Err(e.to_string()),
         }
     }

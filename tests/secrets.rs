@@ -538,6 +538,21 @@ sandbox_test! {
             assert_absent(&fs::read_to_string(record_path(&out)).unwrap(), v, "the run record");
         }
 
+        // The D-Bus calls ran on a thread that was joined before the
+        // sandbox was cloned: the supervisor (no network, so no proxy
+        // threads) has one thread while the command runs.
+        let mut running = r
+            .exec(&ws)
+            .arg("--profile")
+            .arg(&p)
+            .env("DBUS_SESSION_BUS_ADDRESS", &k.address)
+            .cmd(["sh", "-c", "echo READY; sleep 5"])
+            .spawn();
+        running.wait_for_stdout("READY", TIMEOUT);
+        let tasks = fs::read_dir(format!("/proc/{}/task", running.pid())).unwrap().count();
+        assert_eq!(tasks, 1, "moat kept {tasks} threads after resolving keyring secrets");
+        drop(running);
+
         // Locked, with nobody to answer a prompt: a clear refusal.
         k.lock(r);
         let out = r
