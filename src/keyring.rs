@@ -217,10 +217,24 @@ impl Session<'_> {
             )
             .await
             .map_err(|e| classify(e.into(), "unlocking the keyring"))?;
-        let (unlocked, _prompt): (Vec<OwnedObjectPath>, OwnedObjectPath) = reply
+        let (unlocked, prompt): (Vec<OwnedObjectPath>, OwnedObjectPath) = reply
             .body()
             .deserialize()
             .map_err(|e| KeyringError::Failed(format!("unexpected Unlock reply: {e}")))?;
+        if prompt.as_str() != "/" {
+            // Not shown, so dismissed: the service need not keep it around.
+            // Best effort; the answer changes nothing.
+            let _ = self
+                .conn
+                .call_method(
+                    Some(SERVICE_NAME),
+                    prompt.as_str(),
+                    Some("org.freedesktop.Secret.Prompt"),
+                    "Dismiss",
+                    &(),
+                )
+                .await;
+        }
         if unlocked.iter().any(|p| p == path) {
             Ok(())
         } else {

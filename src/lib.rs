@@ -10,6 +10,8 @@
 //! - [`workspace`]: choosing and vetting the workspace directory.
 //! - [`sandbox`]: namespaces, mounts, init, pty and signal relay.
 //! - [`userns`]: diagnosing why user namespaces are unavailable.
+//! - [`secrets`]: a profile's `[secrets]`, resolved on the host.
+//! - [`keyring`]: the desktop keyring (Secret Service), on a joined thread.
 
 pub mod ca;
 pub mod cgroup;

@@ -551,6 +551,15 @@ sandbox_test! {
         running.wait_for_stdout("READY", TIMEOUT);
         let tasks = fs::read_dir(format!("/proc/{}/task", running.pid())).unwrap().count();
         assert_eq!(tasks, 1, "moat kept {tasks} threads after resolving keyring secrets");
+        // Nor is the value in moat's own arguments or environment.
+        for what in ["cmdline", "environ"] {
+            let bytes = fs::read(format!("/proc/{}/{what}", running.pid())).unwrap();
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(!text.is_empty(), "/proc/PID/{what} of moat is readable");
+            for v in [&by_name, &by_attrs] {
+                assert_absent(&text, v, &format!("moat's /proc/PID/{what}"));
+            }
+        }
         drop(running);
 
         // Locked, with nobody to answer a prompt: a clear refusal.
