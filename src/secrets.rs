@@ -416,7 +416,14 @@ fn expand_home(path: &str, home: &Path) -> PathBuf {
 }
 
 fn read_file(path: &Path) -> Result<Found, String> {
-    let file = match std::fs::File::open(path) {
+    use std::os::unix::fs::OpenOptionsExt;
+    // Non-blocking so that a FIFO at the path cannot stall the start; it
+    // is refused below like any other file that is not a regular one.
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+    {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Ok(Found::Absent(format!("{} does not exist", path.display())))
@@ -638,6 +645,13 @@ mod tests {
         let e = resolve_one("A", "file:~/big", &h).unwrap_err();
         assert!(e.contains("64 KiB"), "{e}");
         let e = resolve_one("A", "file:~", &h).unwrap_err();
+        assert!(e.contains("not a regular file"), "{e}");
+        nix::unistd::mkfifo(
+            &h.home.join("fifo"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        let e = resolve_one("A", "file:~/fifo", &h).unwrap_err();
         assert!(e.contains("not a regular file"), "{e}");
         let r = resolve_one("A", "env:SRC", &h).unwrap();
         assert!(!format!("{r:?}").contains("from-env"));
