@@ -20,8 +20,6 @@ pub struct Keyring {
     pub address: String,
     bus_pid: Option<i32>,
     keyring: Option<Child>,
-    uid: u32,
-    gid: u32,
 }
 
 const BUS_CONFIG: &str = r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
@@ -70,8 +68,6 @@ impl Keyring {
             dir,
             bus_pid: Some(pid),
             keyring: None,
-            uid: r.uid,
-            gid: r.gid,
         }
     }
 
@@ -168,10 +164,6 @@ impl Keyring {
 
     pub fn path(&self) -> PathBuf {
         self.dir.path().to_path_buf()
-    }
-
-    pub fn owner(&self) -> (u32, u32) {
-        (self.uid, self.gid)
     }
 }
 
