@@ -11,6 +11,7 @@
 //! - [`sandbox`]: namespaces, mounts, init, pty and signal relay.
 //! - [`userns`]: diagnosing why user namespaces are unavailable.
 
+pub mod audit;
 pub mod ca;
 pub mod cgroup;
 pub mod cli;
