@@ -55,6 +55,9 @@ impl Recorder {
 
     /// Records several events of one kind in one locked write.
     pub fn events(&self, kind: &str, data: Vec<Value>) -> Result<(), String> {
+        if data.is_empty() {
+            return Ok(());
+        }
         let batch: Vec<(&str, Value)> = data.into_iter().map(|d| (kind, d)).collect();
         self.append(&batch, false)
     }
