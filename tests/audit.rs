@@ -138,7 +138,7 @@ sandbox_test! {
         let start = &entries[0]["data"];
         assert_eq!(start["command"], json!(["sh", "-c", s.requests(2)]));
         assert_eq!(start["uid"], json!(r.uid));
-        assert_eq!(start["profile"].as_str().unwrap(), s.profile.file_stem().unwrap().to_str().unwrap());
+        assert_eq!(start["profile"].as_str().unwrap(), s.profile.to_str().unwrap());
         assert_eq!(start["profile_sha256"].as_str().unwrap().len(), 64);
         assert_eq!(start["network"], "allowlist");
         let enforced = &entries[1]["data"];
@@ -293,8 +293,7 @@ sandbox_test! {
         let seed = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(r.uid);
         let mut rng = seed;
         let started = Instant::now();
-        let sample = s.data.join("mutated");
-        std::fs::create_dir(&sample).unwrap();
+        let sample = r.dir_in(s.data.path(), "mutated-");
         let mut kinds = std::collections::BTreeMap::new();
         for i in 0..1200 {
             let (m, what) = mutate(&lines, &mut rng, &key);
@@ -317,6 +316,7 @@ sandbox_test! {
                 let p = sample.join(writer::LOG_FILE);
                 std::fs::write(&p, &m).unwrap();
                 std::fs::copy(writer::head_path(&s.log_path()), writer::head_path(&p)).unwrap();
+                sample.chown_all();
                 let out = s.moat(r).args(["audit", "verify"]).arg(&p).run();
                 assert!(
                     matches!(out.code(), Some(1) | Some(2)),
@@ -418,17 +418,28 @@ sandbox_test! {
     fn killed_writer_leaves_a_verifiable_log(r: &Runner) {
         let s = Setup::new(r);
         let ws = r.workspace();
-        let script = format!("{}; echo READY; sleep 60", s.requests(3));
+        // Requests, a pause past one periodic checkpoint, more requests,
+        // then moat is killed before the next checkpoint could sign them.
+        let tick = recorder_tick().as_millis() as f64 / 1000.0;
+        let script = format!(
+            "{}; sleep {}; {}; echo MORE; sleep 60",
+            s.requests(3),
+            tick + 1.5,
+            s.requests(2)
+        );
         let mut running = s.exec(r, &ws).cmd(["sh", "-c", &script]).spawn();
-        running.wait_for_stdout("READY", Duration::from_secs(30));
-        std::thread::sleep(recorder_tick() + Duration::from_millis(1500));
+        running.wait_for_stdout("MORE", Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(300));
         running.signal(libc::SIGKILL);
         running.finish(Duration::from_secs(30));
         let kinds: Vec<String> = s.entries().iter().map(|e| e["kind"].as_str().unwrap().to_string()).collect();
-        assert!(kinds.contains(&"checkpoint".to_string()), "no periodic checkpoint: {kinds:?}");
-        assert!(!kinds.contains(&"exit".to_string()), "{kinds:?}");
+        let cp = kinds.iter().position(|k| k == "checkpoint").unwrap_or_else(|| panic!("no periodic checkpoint: {kinds:?}"));
+        assert_eq!(kinds[cp + 1..], ["request", "request", "request"], "{kinds:?}");
         let out = s.moat(r).args(["audit", "verify"]).run();
-        out.assert_code(2).assert_stdout_has("not covered by a signature");
+        out.assert_code(2)
+            .assert_stdout_has("3 entries after the last checkpoint")
+            .assert_stdout_has("not covered by a signature")
+            .assert_stdout_has("has no exit entry");
         assert!(!out.stdout.contains("TAMPERED"), "{out}");
 
         // A write cut short: half of a line at the end.

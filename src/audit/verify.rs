@@ -47,6 +47,9 @@ pub struct Report {
     pub notes: Vec<String>,
     /// Entries per run id.
     pub runs: BTreeMap<String, u64>,
+    /// Runs with a `start` but no `exit` entry: still running, or moat was
+    /// killed (not an alteration by itself).
+    pub unfinished: Vec<String>,
 }
 
 pub struct Options<'a> {
@@ -75,7 +78,9 @@ pub fn verify_bytes(bytes: &[u8], opts: &Options) -> Report {
         problems: Vec::new(),
         notes: Vec::new(),
         runs: BTreeMap::new(),
+        unfinished: Vec::new(),
     };
+    let mut open_runs: Vec<String> = Vec::new();
     let mut problems = 0usize;
     let mut problem = |r: &mut Report, m: String| {
         problems += 1;
@@ -179,6 +184,11 @@ pub fn verify_bytes(bytes: &[u8], opts: &Options) -> Report {
                 head_seen = Some((e.hash.clone(), e.kind == CHECKPOINT));
             }
         }
+        match e.kind.as_str() {
+            "start" => open_runs.push(e.run.clone()),
+            "exit" => open_runs.retain(|x| x != &e.run),
+            _ => {}
+        }
         r.first_seq.get_or_insert(e.seq);
         r.last_seq = Some(e.seq);
         *r.runs.entry(e.run).or_insert(0) += 1;
@@ -233,6 +243,7 @@ pub fn verify_bytes(bytes: &[u8], opts: &Options) -> Report {
             ),
         }
     }
+    r.unfinished = open_runs;
     if problems > r.problems.len() {
         let more = problems - r.problems.len();
         r.problems.push(format!("... and {more} more problems"));
@@ -279,6 +290,11 @@ pub fn describe(r: &Report, what: &str) -> String {
     }
     for n in &r.notes {
         s.push_str(&format!("INCOMPLETE: {n}\n"));
+    }
+    for u in &r.unfinished {
+        s.push_str(&format!(
+            "note: run {u} has no exit entry: still running, or moat was killed\n"
+        ));
     }
     let range = match (r.first_seq, r.last_seq) {
         (Some(a), Some(b)) => format!("seq {a} to {b}"),
