@@ -93,7 +93,7 @@ pub fn verify_bytes(bytes: &[u8], opts: &Options) -> Report {
         None => (&bytes[..0], bytes),
     };
     // (seq, stored hash) of the previous good line.
-    let mut prev: Option<(u64, String)> = None;
+    let mut prev: Option<(u64, &str)> = None;
     let mut head_seen: Option<(String, bool)> = None;
     let mut scratch = Vec::with_capacity(1024);
     let mut offset = 0usize;
@@ -111,24 +111,26 @@ pub fn verify_bytes(bytes: &[u8], opts: &Options) -> Report {
             prev = None;
             continue;
         }
-        let (e, actual) = match chain::parse(line, &mut scratch) {
-            Ok(x) => x,
-            Err(err) => {
-                problem(&mut r, format!("line {ln} (byte {at}): {err}"));
-                // The next link cannot be checked against a line that is
-                // not an entry; the break is reported here.
-                prev = None;
-                continue;
-            }
+        let Some(e) = chain::scan(line) else {
+            // The slow path says exactly what is wrong with the line.
+            let why = match chain::parse(line, &mut scratch) {
+                Err(err) => err.to_string(),
+                Ok(_) => chain::LineError::NotCanonical.to_string(),
+            };
+            problem(&mut r, format!("line {ln} (byte {at}): {why}"));
+            // The next link cannot be checked against a line that is
+            // not an entry; the break is reported here.
+            prev = None;
+            continue;
         };
         let at_line = format!("line {ln} (seq {})", e.seq);
-        if actual != e.hash {
+        if e.actual != e.hash {
             problem(
                 &mut r,
                 format!("{at_line}: content does not match its hash: the entry was modified"),
             );
         }
-        match &prev {
+        match prev {
             None if ln == 1 && opts.from_genesis => {
                 if e.seq != 0 {
                     problem(
@@ -145,7 +147,7 @@ pub fn verify_bytes(bytes: &[u8], opts: &Options) -> Report {
             None => {}
             Some((pseq, phash)) => {
                 if e.seq == pseq + 1 {
-                    if &e.prev != phash {
+                    if e.prev != phash {
                         problem(
                             &mut r,
                             format!("{at_line}: prev does not match line {}'s hash: an entry was replaced, inserted or edited here", ln - 1),
@@ -171,7 +173,8 @@ pub fn verify_bytes(bytes: &[u8], opts: &Options) -> Report {
             }
         }
         if e.kind == CHECKPOINT {
-            match check_checkpoint(&e, &trusted, opts.key) {
+            let data: Value = serde_json::from_slice(e.data).unwrap_or(Value::Null);
+            match check_checkpoint(e.seq, e.prev, &data, &trusted, opts.key) {
                 Ok(()) => {
                     r.checkpoints += 1;
                     r.last_checkpoint = Some(e.seq);
@@ -181,17 +184,22 @@ pub fn verify_bytes(bytes: &[u8], opts: &Options) -> Report {
         }
         if let Some(h) = &opts.head {
             if h.seq == e.seq {
-                head_seen = Some((e.hash.clone(), e.kind == CHECKPOINT));
+                head_seen = Some((e.hash.to_string(), e.kind == CHECKPOINT));
             }
         }
-        match e.kind.as_str() {
-            "start" => open_runs.push(e.run.clone()),
-            "exit" => open_runs.retain(|x| x != &e.run),
+        match &*e.kind {
+            "start" => open_runs.push(e.run.to_string()),
+            "exit" => open_runs.retain(|x| *x != e.run),
             _ => {}
         }
         r.first_seq.get_or_insert(e.seq);
         r.last_seq = Some(e.seq);
-        *r.runs.entry(e.run).or_insert(0) += 1;
+        match r.runs.get_mut(&*e.run) {
+            Some(c) => *c += 1,
+            None => {
+                r.runs.insert(e.run.to_string(), 1);
+            }
+        }
         prev = Some((e.seq, e.hash));
     }
     if !torn.is_empty() {
@@ -258,17 +266,23 @@ pub fn verify_bytes(bytes: &[u8], opts: &Options) -> Report {
     r
 }
 
-fn check_checkpoint(e: &chain::Entry, trusted: &str, key: &VerifyingKey) -> Result<(), String> {
-    let field = |k: &str| e.data.get(k);
+fn check_checkpoint(
+    entry_seq: u64,
+    entry_prev: &str,
+    data: &Value,
+    trusted: &str,
+    key: &VerifyingKey,
+) -> Result<(), String> {
+    let field = |k: &str| data.get(k);
     let (Some(Value::Number(seq)), Some(Value::String(hash)), Some(Value::String(k)), Some(Value::String(sig))) =
         (field("seq"), field("hash"), field("key"), field("sig"))
     else {
         return Err("lacks seq, hash, key or sig".into());
     };
-    if seq.as_u64() != e.seq.checked_sub(1) || hash != &e.prev {
+    if seq.as_u64() != entry_seq.checked_sub(1) || hash != entry_prev {
         return Err(format!(
             "signs seq {seq} but follows seq {}: moved from elsewhere",
-            e.seq.saturating_sub(1)
+            entry_seq.saturating_sub(1)
         ));
     }
     if k != trusted {
@@ -276,7 +290,7 @@ fn check_checkpoint(e: &chain::Entry, trusted: &str, key: &VerifyingKey) -> Resu
             "is signed by key {k}, not by the trusted key {trusted}"
         ));
     }
-    if !sign::check(key, e.seq - 1, hash, sig) {
+    if !sign::check(key, entry_seq - 1, hash, sig) {
         return Err("signature does not verify: forged or re-signed".into());
     }
     Ok(())
