@@ -338,3 +338,73 @@ fn write_head(log: &Path, h: &Head) -> Result<()> {
     }
     r.with_context(|| format!("writing {}", p.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::verify::{verify_bytes, Options, Status};
+
+    #[test]
+    fn concurrent_writers_share_one_chain_with_checkpoints() {
+        let t = tempfile::tempdir().unwrap();
+        let data = t.path().join("moat");
+        Log::open(&data).unwrap();
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let data = data.clone();
+                std::thread::spawn(move || {
+                    // Each its own descriptor, as separate moat processes.
+                    let mut log = Log::open(&data).unwrap();
+                    for i in 0..300 {
+                        let ev = [("request", json!({"w": w, "i": i}))];
+                        log.append(&format!("run{w}"), &ev, false).unwrap();
+                    }
+                    log.append(&format!("run{w}"), &[], true).unwrap();
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        let path = log_path(&data);
+        let bytes = std::fs::read(&path).unwrap();
+        let key = sign::ensure_key(&data).unwrap();
+        let r = verify_bytes(
+            &bytes,
+            &Options {
+                key: &key,
+                from_genesis: true,
+                head: read_head(&path).unwrap(),
+                head_name: "head",
+            },
+        );
+        assert_eq!(r.status, Status::Intact, "{:?} {:?}", r.problems, r.notes);
+        assert_eq!(r.runs.len(), 4);
+        // 1200 events: a checkpoint at least every 256 entries.
+        assert!(r.checkpoints >= 1200 / 256, "{}", r.checkpoints);
+        let mut since = 0;
+        for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let (e, _) = chain::parse(line, &mut Vec::new()).unwrap();
+            since = if e.kind == CHECKPOINT { 0 } else { since + 1 };
+            assert!(since <= CHECKPOINT_EVERY);
+        }
+        assert_eq!(
+            read_head(&path).unwrap().unwrap().seq,
+            r.last_checkpoint.unwrap()
+        );
+    }
+
+    #[test]
+    fn a_damaged_last_entry_stops_appends() {
+        let t = tempfile::tempdir().unwrap();
+        let data = t.path().join("moat");
+        let mut log = Log::open(&data).unwrap();
+        log.append("r", &[("start", json!({}))], false).unwrap();
+        std::fs::write(log_path(&data), b"{\"not\":\"an entry\"}\n").unwrap();
+        let err = log
+            .append("r", &[("exit", json!({}))], false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("damaged"), "{err}");
+    }
+}
