@@ -66,7 +66,12 @@ fn main() {
             },
         )
     });
-    assert_eq!(report.status, verify::Status::Intact, "{:?}", report.problems);
+    assert_eq!(
+        report.status,
+        verify::Status::Intact,
+        "{:?}",
+        report.problems
+    );
     let (st, ok) = best(3, || {
         std::process::Command::new("sha256sum")
             .arg(&path)

@@ -246,7 +246,10 @@ fn mutate(lines: &[Vec<u8>], rng: &mut u64, key: &str) -> (Vec<u8>, String) {
             };
             let e = Entry::new(seq, chain::rfc3339_ms(1), "forged", kind, data, &prev);
             ls.insert(at, e.line());
-            (join(&ls), format!("insert a forged {kind} at line {}", at + 1))
+            (
+                join(&ls),
+                format!("insert a forged {kind} at line {}", at + 1),
+            )
         }
         _ => {
             let all = join(&ls);
@@ -345,21 +348,43 @@ sandbox_test! {
 
 /// A log's lines with the last checkpoint re-signed by `other`, its hash
 /// and the `.head` recomputed, so the signature is the only thing wrong.
-fn resign_last_checkpoint(bytes: &[u8], other: &ed25519_dalek::SigningKey, claim_key: &str) -> (Vec<u8>, writer::Head) {
-    let mut lines: Vec<Vec<u8>> = bytes.strip_suffix(b"\n").unwrap().split(|&b| b == b'\n').map(<[u8]>::to_vec).collect();
+fn resign_last_checkpoint(
+    bytes: &[u8],
+    other: &ed25519_dalek::SigningKey,
+    claim_key: &str,
+) -> (Vec<u8>, writer::Head) {
+    let mut lines: Vec<Vec<u8>> = bytes
+        .strip_suffix(b"\n")
+        .unwrap()
+        .split(|&b| b == b'\n')
+        .map(<[u8]>::to_vec)
+        .collect();
     let last = lines.len() - 1;
     let (mut e, _) = chain::parse(&lines[last], &mut Vec::new()).unwrap();
     assert_eq!(e.kind, "checkpoint");
     let covered = e.seq - 1;
     e.data = json!({"seq": covered, "hash": e.prev, "key": claim_key, "sig": sign::sign(other, covered, &e.prev)});
-    let e = Entry::new(e.seq, e.ts.clone(), &e.run, &e.kind, e.data.clone(), &e.prev);
+    let e = Entry::new(
+        e.seq,
+        e.ts.clone(),
+        &e.run,
+        &e.kind,
+        e.data.clone(),
+        &e.prev,
+    );
     lines[last] = e.line();
     let mut out = Vec::new();
     for l in lines {
         out.extend_from_slice(&l);
         out.push(b'\n');
     }
-    (out, writer::Head { seq: e.seq, hash: e.hash })
+    (
+        out,
+        writer::Head {
+            seq: e.seq,
+            hash: e.hash,
+        },
+    )
 }
 
 sandbox_test! {
@@ -482,7 +507,10 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
     }
 }
 
@@ -545,7 +573,10 @@ fn bad_input_is_reported() {
         let p = data.join(unique("log-"));
         std::fs::write(&p, content).unwrap();
         let mut m = r.moat();
-        m.env("XDG_DATA_HOME", data.path()).args(["audit", "verify"]).arg(&p).args(extra);
+        m.env("XDG_DATA_HOME", data.path())
+            .args(["audit", "verify"])
+            .arg(&p)
+            .args(extra);
         m.run()
     };
     let key = {
@@ -556,17 +587,22 @@ fn bad_input_is_reported() {
     let out = verify_file(b"", &[]);
     out.assert_code(1).assert_stdout_has("empty");
     let out = verify_file(b"not json\n", &[]);
-    out.assert_code(1).assert_stdout_has("line 1 (byte 0): not an audit entry");
+    out.assert_code(1)
+        .assert_stdout_has("line 1 (byte 0): not an audit entry");
     let out = verify_file(b"{\"a\":1}\n", &["--key", &key]);
-    out.assert_code(1).assert_stdout_has("expected data, hash, kind");
+    out.assert_code(1)
+        .assert_stdout_has("expected data, hash, kind");
     let out = verify_file(b"{}", &[]);
     out.assert_code(2).assert_stdout_has("incomplete tail");
     let out = verify_file(b"x\n", &["--key", "00"]);
     out.assert_moat_error().assert_stderr_has("64 hex digits");
     let mut m = r.moat();
-    m.env("XDG_DATA_HOME", data.path()).args(["audit", "verify", "/nonexistent/log"]);
-    m.run().assert_moat_error().assert_stderr_has("/nonexistent/log");
-    for out in [&verify_file(b"\xff\xfe\n", &[])] {
-        assert!(!out.stderr.contains("panicked"), "{out}");
-    }
+    m.env("XDG_DATA_HOME", data.path())
+        .args(["audit", "verify", "/nonexistent/log"]);
+    m.run()
+        .assert_moat_error()
+        .assert_stderr_has("/nonexistent/log");
+    let out = verify_file(b"\xff\xfe\n", &[]);
+    out.assert_code(1).assert_stdout_has("not an audit entry");
+    assert!(!out.stderr.contains("panicked"), "{out}");
 }

@@ -30,7 +30,11 @@ pub struct Bundle {
 pub fn is_bundle(bytes: &[u8]) -> bool {
     serde_json::from_slice::<serde_json::Value>(bytes)
         .ok()
-        .and_then(|v| v.get("format")?.as_str().map(|f| f.starts_with("moat-audit-bundle")))
+        .and_then(|v| {
+            v.get("format")?
+                .as_str()
+                .map(|f| f.starts_with("moat-audit-bundle"))
+        })
         .unwrap_or(false)
 }
 
@@ -85,7 +89,10 @@ pub fn export(log: &[u8], run: &str, public_hex: &str) -> Result<Bundle> {
     let of_run: Vec<usize> = parsed
         .iter()
         .enumerate()
-        .filter(|(_, e)| e.as_ref().is_some_and(|e| e.run == run && e.kind != CHECKPOINT))
+        .filter(|(_, e)| {
+            e.as_ref()
+                .is_some_and(|e| e.run == run && e.kind != CHECKPOINT)
+        })
         .map(|(i, _)| i)
         .collect();
     let (Some(&first), Some(&last)) = (of_run.first(), of_run.last()) else {
@@ -112,7 +119,10 @@ pub fn export(log: &[u8], run: &str, public_hex: &str) -> Result<Bundle> {
 pub fn verify(bytes: &[u8], key: &VerifyingKey) -> Result<Report> {
     let b: Bundle = serde_json::from_slice(bytes).context("not a moat audit bundle")?;
     if b.format != FORMAT {
-        bail!("bundle format `{}` is not one this moat reads ({FORMAT})", b.format);
+        bail!(
+            "bundle format `{}` is not one this moat reads ({FORMAT})",
+            b.format
+        );
     }
     let mut text = Vec::new();
     let mut split = false;
@@ -122,8 +132,11 @@ pub fn verify(bytes: &[u8], key: &VerifyingKey) -> Result<Report> {
         text.push(b'\n');
     }
     let from_genesis = text.starts_with(b"{\"data\"")
-        && chain::parse(&text[..text.iter().position(|&c| c == b'\n').unwrap_or(0)], &mut Vec::new())
-            .is_ok_and(|(e, _)| e.seq == 0);
+        && chain::parse(
+            &text[..text.iter().position(|&c| c == b'\n').unwrap_or(0)],
+            &mut Vec::new(),
+        )
+        .is_ok_and(|(e, _)| e.seq == 0);
     let mut r = verify::verify_bytes(
         &text,
         &verify::Options {
@@ -144,7 +157,8 @@ pub fn verify(bytes: &[u8], key: &VerifyingKey) -> Result<Report> {
         );
     }
     if split {
-        r.problems.push("an entry holds a newline: the bundle was edited".into());
+        r.problems
+            .push("an entry holds a newline: the bundle was edited".into());
     }
     if !r.runs.contains_key(&b.run) {
         r.problems

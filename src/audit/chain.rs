@@ -93,7 +93,9 @@ impl std::fmt::Display for LineError {
 }
 
 fn is_hash(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Parses one line (without its newline) and returns the entry and the
@@ -130,7 +132,9 @@ pub fn parse(line: &[u8], scratch: &mut Vec<u8>) -> Result<(Entry, String), Line
     };
     let data = m.remove("data").ok_or_else(|| bad("no `data`".into()))?;
     if !is_hash(&hash) || !is_hash(&prev) {
-        return Err(bad("`hash` and `prev` must be 64 lowercase hex digits".into()));
+        return Err(bad(
+            "`hash` and `prev` must be 64 lowercase hex digits".into()
+        ));
     }
     let e = Entry {
         seq,
@@ -281,8 +285,12 @@ pub fn scan(line: &[u8]) -> Option<Scanned<'_>> {
     let hex64 = |n: usize| -> Option<&str> {
         let v = val(n);
         let inner = v.get(1..v.len().checked_sub(1)?)?;
-        (v[0] == b'"' && inner.len() == 64 && inner.iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b)))
-            .then(|| std::str::from_utf8(inner).expect("hex"))
+        (v[0] == b'"'
+            && inner.len() == 64
+            && inner
+                .iter()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b)))
+        .then(|| std::str::from_utf8(inner).expect("hex"))
     };
     let hash = hex64(1)?;
     let prev = hex64(3)?;
@@ -413,7 +421,8 @@ impl Scanner<'_> {
                             if &h[..2] != b"00" || !lower(h[2]) || !lower(h[3]) || h[2] > b'1' {
                                 return None;
                             }
-                            let v = u8::from_str_radix(std::str::from_utf8(&h[2..]).ok()?, 16).ok()?;
+                            let v =
+                                u8::from_str_radix(std::str::from_utf8(&h[2..]).ok()?, 16).ok()?;
                             if matches!(v, 0x08 | 0x09 | 0x0a | 0x0c | 0x0d) {
                                 return None;
                             }
@@ -462,7 +471,8 @@ impl Scanner<'_> {
         if !a.2 && !b.2 {
             return self.b[a.0..a.1] < self.b[b.0..b.1];
         }
-        let un = |k: (usize, usize, bool)| serde_json::from_slice::<String>(&self.b[k.0 - 1..=k.1]).ok();
+        let un =
+            |k: (usize, usize, bool)| serde_json::from_slice::<String>(&self.b[k.0 - 1..=k.1]).ok();
         match (un(a), un(b)) {
             (Some(x), Some(y)) => x.as_bytes() < y.as_bytes(),
             _ => false,
@@ -498,7 +508,14 @@ mod scan_tests {
 
     #[test]
     fn scan_refuses_what_is_not_canonical() {
-        let e = Entry::new(1, rfc3339_ms(0), "r", "k", json!({"a": 1, "b": "x"}), GENESIS);
+        let e = Entry::new(
+            1,
+            rfc3339_ms(0),
+            "r",
+            "k",
+            json!({"a": 1, "b": "x"}),
+            GENESIS,
+        );
         let line = String::from_utf8(e.line()).unwrap();
         for bad in [
             line.replace("{\"a\":1,\"b\":\"x\"}", "{\"b\":\"x\",\"a\":1}"),

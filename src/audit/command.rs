@@ -50,7 +50,11 @@ fn read(p: &Path) -> Result<Vec<u8>> {
 }
 
 /// Verifies a log or a bundle; returns the exit code and the report text.
-pub fn verify_path(data_dir: &Path, path: Option<&Path>, key: Option<&str>) -> Result<(i32, String)> {
+pub fn verify_path(
+    data_dir: &Path,
+    path: Option<&Path>,
+    key: Option<&str>,
+) -> Result<(i32, String)> {
     let path: PathBuf = path.map_or_else(|| writer::log_path(data_dir), Path::to_path_buf);
     let bytes = read(&path)?;
     let (key, key_from) = match key {
@@ -86,10 +90,7 @@ pub fn verify_path(data_dir: &Path, path: Option<&Path>, key: Option<&str>) -> R
         )
     };
     let mut text = verify::describe(&report, &shown);
-    text.push_str(&format!(
-        "key: {} ({key_from})\n",
-        sign::public_hex(&key)
-    ));
+    text.push_str(&format!("key: {} ({key_from})\n", sign::public_hex(&key)));
     Ok((report.status.exit_code(), text))
 }
 
@@ -100,7 +101,11 @@ fn show(log: &[u8], run: &str, json: bool) -> Result<i32> {
     let end = log.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
     let mut r = Ok(());
     if !json {
-        r = writeln!(out, "run {run}\n{:>8} {:<24} {:<12} DATA", "SEQ", "TIME (UTC)", "KIND");
+        r = writeln!(
+            out,
+            "run {run}\n{:>8} {:<24} {:<12} DATA",
+            "SEQ", "TIME (UTC)", "KIND"
+        );
     }
     for line in log[..end].split(|&b| b == b'\n') {
         if r.is_err() {

@@ -118,10 +118,7 @@ impl Recorder {
         // descriptor we then own.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, init_pid, 0) };
         if fd < 0 {
-            return Err(format!(
-                "pidfd_open: {}",
-                std::io::Error::last_os_error()
-            ));
+            return Err(format!("pidfd_open: {}", std::io::Error::last_os_error()));
         }
         // SAFETY: `fd` was just returned to us and is owned by nothing else.
         *lock(&self.target) = Some(unsafe { OwnedFd::from_raw_fd(fd as i32) });

@@ -45,9 +45,9 @@ pub fn check(key: &VerifyingKey, seq: u64, hash: &str, sig_hex: &str) -> bool {
 /// `moat audit key` prints).
 pub fn parse_public(s: &str) -> Result<VerifyingKey> {
     let s = s.trim();
-    let bytes = unhex(s)
-        .filter(|b| b.len() == 32)
-        .ok_or_else(|| anyhow!("`{s}` is not a public key: expected 64 hex digits (as `moat audit key` prints)"))?;
+    let bytes = unhex(s).filter(|b| b.len() == 32).ok_or_else(|| {
+        anyhow!("`{s}` is not a public key: expected 64 hex digits (as `moat audit key` prints)")
+    })?;
     let arr: [u8; 32] = bytes.try_into().expect("32 bytes");
     VerifyingKey::from_bytes(&arr).map_err(|_| anyhow!("`{s}` is not a valid Ed25519 public key"))
 }
@@ -119,8 +119,8 @@ pub fn ensure_key(data_dir: &Path) -> Result<VerifyingKey> {
 /// Reads the private key, refusing one that others can read.
 pub fn load_signing(data_dir: &Path) -> Result<SigningKey> {
     let path = key_path(data_dir);
-    let meta =
-        std::fs::metadata(&path).with_context(|| format!("reading the audit key {}", path.display()))?;
+    let meta = std::fs::metadata(&path)
+        .with_context(|| format!("reading the audit key {}", path.display()))?;
     if meta.permissions().mode() & 0o077 != 0 {
         bail!(
             "the audit key {} is readable by others (mode {:o}): run `chmod 600 {}`",
@@ -160,7 +160,10 @@ mod tests {
         let dir = t.path().join("moat");
         let pk = ensure_key(&dir).unwrap();
         assert_eq!(ensure_key(&dir).unwrap(), pk);
-        let mode = std::fs::metadata(key_path(&dir)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(key_path(&dir))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let sk = load_signing(&dir).unwrap();
         let h = super::super::chain::GENESIS;

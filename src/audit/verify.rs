@@ -274,8 +274,12 @@ fn check_checkpoint(
     key: &VerifyingKey,
 ) -> Result<(), String> {
     let field = |k: &str| data.get(k);
-    let (Some(Value::Number(seq)), Some(Value::String(hash)), Some(Value::String(k)), Some(Value::String(sig))) =
-        (field("seq"), field("hash"), field("key"), field("sig"))
+    let (
+        Some(Value::Number(seq)),
+        Some(Value::String(hash)),
+        Some(Value::String(k)),
+        Some(Value::String(sig)),
+    ) = (field("seq"), field("hash"), field("key"), field("sig"))
     else {
         return Err("lacks seq, hash, key or sig".into());
     };

@@ -140,7 +140,12 @@ impl Log {
     /// Appends `events` for `run`, with checkpoints as the policy wants
     /// them, and a final one when `checkpoint` is set (unless the chain
     /// already ends with one). Returns the number of lines written.
-    pub fn append(&mut self, run: &str, events: &[(&str, Value)], checkpoint: bool) -> Result<usize> {
+    pub fn append(
+        &mut self,
+        run: &str,
+        events: &[(&str, Value)],
+        checkpoint: bool,
+    ) -> Result<usize> {
         let shown = self.path.display().to_string();
         let _lock = Locked::new(&self.file).with_context(|| format!("locking {shown}"))?;
         let len = self
@@ -161,7 +166,10 @@ impl Log {
         };
         let start_len = tip.len;
         let mut next = tip.last.as_ref().map_or(0, |l| l.0 + 1);
-        let mut prev = tip.last.as_ref().map_or(GENESIS.to_string(), |l| l.1.clone());
+        let mut prev = tip
+            .last
+            .as_ref()
+            .map_or(GENESIS.to_string(), |l| l.1.clone());
         let mut last_is_cp = tip.last.as_ref().is_some_and(|l| l.2);
         let mut last_cp = tip.last_checkpoint;
         let mut key = None;
@@ -180,7 +188,8 @@ impl Log {
             }
             let covered = *next - 1;
             let sig = sign::sign(key.as_ref().expect("loaded"), covered, prev);
-            let data = json!({"seq": covered, "hash": prev.clone(), "key": self.public_hex, "sig": sig});
+            let data =
+                json!({"seq": covered, "hash": prev.clone(), "key": self.public_hex, "sig": sig});
             let e = Entry::new(*next, now(), run, CHECKPOINT, data, prev);
             *next += 1;
             prev.clone_from(&e.hash);
@@ -189,7 +198,10 @@ impl Log {
             Ok(e)
         };
         for (kind, data) in extra.iter().chain(events.iter()) {
-            let e = push(Entry::new(next, now(), run, kind, data.clone(), &prev), &mut buf);
+            let e = push(
+                Entry::new(next, now(), run, kind, data.clone(), &prev),
+                &mut buf,
+            );
             next += 1;
             prev = e.hash;
             last_is_cp = false;
@@ -198,14 +210,20 @@ impl Log {
                 let c = cp(&mut next, &mut prev, &mut buf)?;
                 last_cp = Some(c.seq);
                 last_is_cp = true;
-                head = Some(Head { seq: c.seq, hash: c.hash });
+                head = Some(Head {
+                    seq: c.seq,
+                    hash: c.hash,
+                });
             }
         }
         if checkpoint && !last_is_cp && next > 0 {
             let c = cp(&mut next, &mut prev, &mut buf)?;
             last_cp = Some(c.seq);
             last_is_cp = true;
-            head = Some(Head { seq: c.seq, hash: c.hash });
+            head = Some(Head {
+                seq: c.seq,
+                hash: c.hash,
+            });
         }
         let lines = lines + usize::from(head.is_some());
         if buf.is_empty() {
