@@ -132,10 +132,13 @@ pub fn load_signing(data_dir: &Path) -> Result<SigningKey> {
     if meta.uid() != nix::unistd::geteuid().as_raw() {
         bail!("the audit key {} belongs to another user", path.display());
     }
-    let mut text = std::fs::read_to_string(&path)
+    let mut text = std::fs::read(&path)
         .with_context(|| format!("reading the audit key {}", path.display()))?;
-    let bytes = unhex(text.trim()).filter(|b| b.len() == 32);
-    text.clear();
+    let bytes = std::str::from_utf8(&text)
+        .ok()
+        .and_then(|t| unhex(t.trim()))
+        .filter(|b| b.len() == 32);
+    text.fill(0);
     let Some(mut bytes) = bytes else {
         bail!(
             "the audit key {} is damaged (expected 64 hex digits)",
