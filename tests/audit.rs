@@ -606,3 +606,30 @@ fn bad_input_is_reported() {
     out.assert_code(1).assert_stdout_has("not an audit entry");
     assert!(!out.stderr.contains("panicked"), "{out}");
 }
+
+sandbox_test! {
+    /// A limit that ends the run is recorded as a `limit` entry before the
+    /// `exit`, which says the run timed out; the end is still signed.
+    fn limit_hits_are_recorded(r: &Runner) {
+        let s = Setup::new(r);
+        let ws = r.workspace();
+        let p = write_profile(
+            &s.fixtures,
+            &format!("{}.toml", unique("audit-limit-")),
+            "extends = \"default\"\n\n[limits]\ntimeout = \"1s\"\n",
+        );
+        let mut m = r.exec(&ws);
+        m.arg("--profile").arg(&p);
+        s.env(&mut m);
+        m.cmd(["sleep", "20"]).run().assert_code(124);
+        let entries = s.entries();
+        let kinds: Vec<&str> = entries.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+        assert_eq!(kinds[kinds.len() - 3..], ["limit", "exit", "checkpoint"], "{kinds:?}");
+        let limit = &entries[kinds.len() - 3]["data"]["reason"];
+        assert!(limit.as_str().unwrap().contains("timeout"), "{limit}");
+        let exit = &entries[kinds.len() - 2]["data"];
+        assert_eq!(exit["outcome"], "timed_out");
+        assert_eq!(exit["exit_code"], 124);
+        s.moat(r).args(["audit", "verify"]).run().assert_ok();
+    }
+}

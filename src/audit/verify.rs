@@ -210,7 +210,12 @@ pub fn verify_bytes(bytes: &[u8], opts: &Options) -> Report {
         ));
     }
     if r.lines == 0 && torn.is_empty() {
-        problem(&mut r, "the log is empty: it holds no entries".into());
+        let why = if opts.head.is_some() {
+            "everything was deleted"
+        } else {
+            "nothing was recorded yet, or everything was deleted"
+        };
+        problem(&mut r, format!("the log is empty: it holds no entries ({why})"));
     }
     match (r.last_seq, r.last_checkpoint) {
         (Some(last), Some(cp)) if last > cp => r.notes.push(format!(
