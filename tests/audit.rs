@@ -329,6 +329,12 @@ sandbox_test! {
             }
         }
         assert!(kinds.len() == 6, "not every kind of mutation ran: {kinds:?}");
+        eprintln!(
+            "{} entries, {} mutations {kinds:?} all detected in {:?}",
+            lines.len(),
+            kinds.values().sum::<usize>(),
+            started.elapsed()
+        );
         assert!(
             started.elapsed() < Duration::from_secs(60),
             "1200 verifications took {:?}",

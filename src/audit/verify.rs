@@ -215,7 +215,10 @@ pub fn verify_bytes(bytes: &[u8], opts: &Options) -> Report {
         } else {
             "nothing was recorded yet, or everything was deleted"
         };
-        problem(&mut r, format!("the log is empty: it holds no entries ({why})"));
+        problem(
+            &mut r,
+            format!("the log is empty: it holds no entries ({why})"),
+        );
     }
     match (r.last_seq, r.last_checkpoint) {
         (Some(last), Some(cp)) if last > cp => r.notes.push(format!(
