@@ -270,12 +270,12 @@ sandbox_test! {
         let ws = r.workspace();
         // Concurrent writers share the chain through the lock.
         let running: Vec<Running> = (0..3)
-            .map(|_| s.exec(r, &ws).cmd(["sh", "-c", &s.requests(60)]).spawn())
+            .map(|_| s.exec(r, &ws).cmd(["sh", "-c", &s.requests(80)]).spawn())
             .collect();
         for run in running {
             run.finish(Duration::from_secs(120)).assert_ok();
         }
-        let out = s.exec(r, &ws).cmd(["sh", "-c", &s.requests(40)]).run();
+        let out = s.exec(r, &ws).cmd(["sh", "-c", &s.requests(60)]).run();
         out.assert_ok();
         let key = s.public_key(r);
         let bytes = std::fs::read(s.log_path()).unwrap();
@@ -602,6 +602,11 @@ fn bad_input_is_reported() {
     out.assert_code(2).assert_stdout_has("incomplete tail");
     let out = verify_file(b"x\n", &["--key", "00"]);
     out.assert_moat_error().assert_stderr_has("64 hex digits");
+    let mut m = r.moat();
+    m.env("XDG_DATA_HOME", data.path())
+        .args(["audit", "export", "no-such-run", "-o"])
+        .arg(data.join("b.json"));
+    m.run().assert_moat_error().assert_stderr_has("audit log");
     let mut m = r.moat();
     m.env("XDG_DATA_HOME", data.path())
         .args(["audit", "verify", "/nonexistent/log"]);

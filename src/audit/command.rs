@@ -46,7 +46,13 @@ pub fn run(cmd: &AuditCommand) -> Result<i32> {
 }
 
 fn read(p: &Path) -> Result<Vec<u8>> {
-    std::fs::read(p).with_context(|| format!("reading {}", p.display()))
+    match std::fs::read(p) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "no audit log at {}: nothing has been recorded there yet",
+            p.display()
+        ),
+        r => r.with_context(|| format!("reading {}", p.display())),
+    }
 }
 
 /// Verifies a log or a bundle; returns the exit code and the report text.
