@@ -194,6 +194,13 @@ fn prepare_network(
             log_path: log,
             run_id,
         };
+        // A proxy that cannot start must stop the run before the command
+        // exists, however long the failure takes to show; tests have no
+        // other reliable way to make a slow start fail.
+        if std::env::var_os("MOAT_TEST_FAIL_PROXY_START").is_some_and(|v| v == "1") {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            return Err("MOAT_TEST_FAIL_PROXY_START=1 is set".into());
+        }
         crate::proxy::spawn_audited(listener, cfg, audit).map_err(|e| e.to_string())
     });
     Ok(Network {

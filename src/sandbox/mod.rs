@@ -336,6 +336,9 @@ pub fn run(
                     Ok(h) => proxy.0 = Some(h),
                     Err(e) => return Err(fail(RunError::Proxy(e))),
                 }
+                // Init holds the command back until this.
+                ours.send(&Msg::Go)
+                    .map_err(|e| fail(internal("control channel", e)))?;
             }
             Ok(Some((Msg::Hardened(json), _))) => {
                 hardening = serde_json::from_str(&json).unwrap_or_default();
