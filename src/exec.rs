@@ -68,6 +68,10 @@ pub struct Prepared {
     /// Names of the profile's secrets that were resolved and set in the
     /// sandbox (never their values), for the run's records.
     pub secret_names: Vec<String>,
+    /// The audit log, open (the run must not start otherwise).
+    pub audit: std::sync::Arc<crate::audit::Recorder>,
+    /// The run's `start` event.
+    pub audit_start: serde_json::Value,
 }
 
 /// A private directory on the host for this run's files (the CA bundle the
@@ -123,6 +127,7 @@ fn prepare_network(
     caller: &Caller,
     plan: &mut Plan,
     run_id: &str,
+    audit: std::sync::Arc<crate::audit::Recorder>,
     verbose: bool,
 ) -> Result<Network> {
     let net = &profile.network;
@@ -192,7 +197,14 @@ fn prepare_network(
             log_path: log,
             run_id,
         };
-        crate::proxy::spawn(listener, cfg).map_err(|e| e.to_string())
+        // A proxy that cannot start must stop the run before the command
+        // exists, however long the failure takes to show; tests have no
+        // other reliable way to make a slow start fail.
+        if std::env::var_os("MOAT_TEST_FAIL_PROXY_START").is_some_and(|v| v == "1") {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            return Err("MOAT_TEST_FAIL_PROXY_START=1 is set".into());
+        }
+        crate::proxy::spawn_audited(listener, cfg, audit).map_err(|e| e.to_string())
     });
     Ok(Network {
         env: ProxyEnv {
@@ -225,10 +237,23 @@ pub fn prepare(args: &ExecArgs, caller: &Caller, verbose: bool) -> Result<Prepar
     )
     .map_err(|e| anyhow!("profile `{}`: {e}", profile.name))?;
     let run_id = crate::runs::new_id();
+    // Fail closed: no audit log, no run.
+    let audit = crate::audit::Recorder::open(&crate::audit::data_dir(&caller.home), &run_id)
+        .map_err(|e| {
+            anyhow!(
+                "the audit log cannot be opened ({e:#}); moat does not run anything it cannot record: fix the permissions of, or free space in, {}",
+                crate::audit::data_dir(&caller.home).display()
+            )
+        })?;
     let network = match profile.network.mode {
         NetworkMode::None => None,
         NetworkMode::Allowlist | NetworkMode::Open => Some(prepare_network(
-            &profile, caller, &mut plan, &run_id, verbose,
+            &profile,
+            caller,
+            &mut plan,
+            &run_id,
+            std::sync::Arc::clone(&audit),
+            verbose,
         )?),
     };
 
@@ -322,6 +347,31 @@ pub fn prepare(args: &ExecArgs, caller: &Caller, verbose: bool) -> Result<Prepar
     if let Some(w) = &limits.warning {
         eprintln!("moat: warning: {w}");
     }
+    let audit_start = serde_json::json!({
+        "profile": profile.name,
+        "profile_sources": profile.sources,
+        "profile_sha256": crate::audit::canonical::hex(&sha2::Digest::finalize(
+            sha2::Digest::chain_update(
+                <sha2::Sha256 as sha2::Digest>::new(),
+                crate::profile::to_toml(&profile).as_bytes()
+            )
+        )),
+        "command": args.command,
+        "uid": caller.uid,
+        "gid": caller.gid,
+        "user": caller.user,
+        "workspace": ws.dir,
+        "cwd": ws.cwd,
+        "network": match profile.network.mode {
+            NetworkMode::Allowlist => "allowlist",
+            NetworkMode::Open => "open",
+            NetworkMode::None => "none",
+        },
+        "landlock_mode": format!("{:?}", landlock.mode).to_lowercase(),
+        "landlock_paths": landlock.paths.len(),
+        "seccomp_syscall_rules": seccomp.syscalls,
+        "limits": limits.plan,
+    });
     let record = crate::runs::Record {
         id: run_id,
         started_ms: crate::runs::now_ms(),
@@ -358,6 +408,8 @@ pub fn prepare(args: &ExecArgs, caller: &Caller, verbose: bool) -> Result<Prepar
         request_log: network.as_ref().map(|n| n.log_path.clone()),
         start_proxy: network.map(|n| n.start),
         secret_names,
+        audit,
+        audit_start,
     })
 }
 
@@ -396,6 +448,43 @@ fn resolve_secrets(
     Ok(resolved)
 }
 
+/// Records the run's limit hits and exit in the audit log and signs its
+/// end.
+fn record_end(
+    audit: &crate::audit::Recorder,
+    report: &sandbox::RunReport,
+    started: std::time::Instant,
+) -> Result<(), String> {
+    if let Some(f) = audit.failure() {
+        return Err(f);
+    }
+    for line in &report.ended_by {
+        audit.event("limit", serde_json::json!({ "reason": line }))?;
+    }
+    let (how, signal, message) = match &report.outcome {
+        Outcome::Finished(s) if libc::WIFSIGNALED(*s) => {
+            ("signaled", Some(libc::WTERMSIG(*s)), None)
+        }
+        Outcome::Finished(_) => ("exited", None, None),
+        Outcome::NotStarted { message, .. } => ("not_started", None, Some(message.clone())),
+        Outcome::TimedOut => ("timed_out", None, None),
+    };
+    audit.event(
+        "exit",
+        serde_json::json!({
+            "exit_code": report.outcome.exit_code(),
+            "outcome": how,
+            "signal": signal,
+            "message": message,
+            "duration_ms": started.elapsed().as_millis() as u64,
+            "peak_memory": report.peak_memory,
+            "requests": report.network.as_ref().map(|n| n.requests),
+            "denied": report.network.as_ref().map(|n| n.denied),
+        }),
+    )?;
+    audit.finish()
+}
+
 /// Runs `moat exec`; returns the process exit status.
 pub fn run(args: &ExecArgs, verbose: bool) -> i32 {
     let caller = match Caller::current() {
@@ -411,7 +500,9 @@ pub fn run(args: &ExecArgs, verbose: bool) -> i32 {
         mut record,
         start_proxy,
         request_log,
-        secret_names: _,
+        secret_names,
+        audit,
+        audit_start,
     } = match prepare(args, &caller, verbose) {
         Ok(p) => p,
         Err(e) => {
@@ -419,13 +510,47 @@ pub fn run(args: &ExecArgs, verbose: bool) -> i32 {
             return EXIT_MOAT_ERROR;
         }
     };
-    let report = match sandbox::run(&spec, start_proxy) {
+    if let Err(e) = audit.event("start", audit_start) {
+        eprintln!("moat: {e}");
+        return EXIT_MOAT_ERROR;
+    }
+    // Which secrets the sandbox got, by name: the values stay out of the log.
+    let secrets = secret_names
+        .iter()
+        .map(|name| serde_json::json!({ "name": name }))
+        .collect();
+    if let Err(e) = audit.events("secret", secrets) {
+        eprintln!("moat: {e}");
+        return EXIT_MOAT_ERROR;
+    }
+    let started = std::time::Instant::now();
+    let report = match sandbox::run(&spec, start_proxy, Some(&audit)) {
         Ok(r) => r,
         Err(e) => {
+            // The audit failure, when there was one, is why the run ended.
+            if let Some(f) = audit.failure() {
+                eprintln!("moat: {f}");
+                return EXIT_MOAT_ERROR;
+            }
             eprintln!("moat: {e}");
+            let _ = audit.event(
+                "exit",
+                serde_json::json!({
+                    "exit_code": EXIT_MOAT_ERROR,
+                    "error": e.to_string(),
+                    "duration_ms": started.elapsed().as_millis() as u64,
+                }),
+            );
+            if let Err(f) = audit.finish() {
+                eprintln!("moat: {f}");
+            }
             return EXIT_MOAT_ERROR;
         }
     };
+    if let Err(f) = record_end(&audit, &report, started) {
+        eprintln!("moat: {f}");
+        return EXIT_MOAT_ERROR;
+    }
     if verbose {
         let h = &report.hardening;
         eprintln!(

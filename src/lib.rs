@@ -13,6 +13,7 @@
 //! - [`secrets`]: a profile's `[secrets]`, resolved on the host.
 //! - [`keyring`]: the desktop keyring (Secret Service), on a joined thread.
 
+pub mod audit;
 pub mod ca;
 pub mod cgroup;
 pub mod cli;

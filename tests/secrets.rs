@@ -332,8 +332,10 @@ sandbox_test! {
                 "[secrets]\nFROM_ENV = \"env:MOAT_TEST_SECRET_SRC\"\nFROM_FILE = \"file:~/{name}\"\n"
             ),
         );
+        let data = r.dir_in(Path::new("/tmp"), "moat-secrets-data-");
         let out = r
             .moat()
+            .env("XDG_DATA_HOME", data.path())
             .arg("--verbose")
             .arg("exec")
             .arg("--workspace")
@@ -364,6 +366,19 @@ sandbox_test! {
         }
         let json: serde_json::Value = serde_json::from_str(&record).unwrap();
         assert_eq!(json["secrets"], serde_json::json!(["FROM_ENV", "FROM_FILE"]), "{record}");
+
+        // The audit log names the secrets and holds no value.
+        let audit = fs::read_to_string(data.join("moat/audit/audit.jsonl")).unwrap();
+        for v in [&from_env, &from_file] {
+            assert_absent(&audit, v, "the audit log");
+        }
+        let named: Vec<String> = audit
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|e| e["kind"] == "secret")
+            .map(|e| e["data"]["name"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(named, ["FROM_ENV", "FROM_FILE"], "{audit}");
 
         let runs = r.moat().arg("runs").cwd(ws.path()).run();
         runs.assert_ok();
@@ -531,8 +546,11 @@ sandbox_test! {
         }
 
         // The D-Bus calls ran on a thread that was joined before the
-        // sandbox was cloned: the supervisor (no network, so no proxy
-        // threads) has one thread while the command runs.
+        // sandbox was cloned: while the command runs, the supervisor (no
+        // network, so no proxy threads) has its main thread and only the
+        // thread it starts after the clone, the audit log's. A thread left
+        // over from before would be another copy of the main one's name
+        // (unnamed), `moat-keyring`, or tokio's.
         let mut running = r
             .exec(&ws)
             .arg("--profile")
@@ -541,8 +559,18 @@ sandbox_test! {
             .cmd(["sh", "-c", "echo READY; sleep 5"])
             .spawn();
         running.wait_for_stdout("READY", TIMEOUT);
-        let tasks = fs::read_dir(format!("/proc/{}/task", running.pid())).unwrap().count();
-        assert_eq!(tasks, 1, "moat kept {tasks} threads after resolving keyring secrets");
+        let pid = running.pid();
+        let others: Vec<String> = fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .map(|t| t.unwrap().file_name().into_string().unwrap())
+            .filter(|tid| *tid != pid.to_string())
+            .map(|tid| fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).unwrap())
+            .map(|comm| comm.trim().to_string())
+            .collect();
+        assert!(
+            others.iter().all(|c| c == "moat-audit"),
+            "moat kept threads from before the clone: {others:?}"
+        );
         // Nor is the value in moat's own arguments or environment.
         for what in ["cmdline", "environ"] {
             let bytes = fs::read(format!("/proc/{}/{what}", running.pid())).unwrap();
