@@ -39,6 +39,9 @@ pub enum Command {
     /// proxy adds to a sandbox's requests; the sandbox never sees them.
     #[command(subcommand)]
     Grant(GrantCommand),
+    /// The tamper-evident audit log: verify, export proof bundles, show.
+    #[command(subcommand)]
+    Audit(AuditCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -93,6 +96,40 @@ pub struct GrantAddArgs {
     /// Replace a credential of the same name.
     #[arg(long)]
     pub replace: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check every hash, link and signature of the audit log (or of a
+    /// proof bundle). Exit 0 intact, 1 tampered, 2 incomplete tail only
+    /// (a torn last line or entries not yet signed), 125 error.
+    Verify {
+        /// The log or a bundle (default: this user's audit log).
+        path: Option<PathBuf>,
+        /// The public key to trust (64 hex digits, from `moat audit key`);
+        /// default: this user's own key.
+        #[arg(long, value_name = "PUBKEY")]
+        key: Option<String>,
+    },
+    /// Write a self-contained proof bundle of one run.
+    Export {
+        /// Run id, a unique prefix of one, or `latest`.
+        run: String,
+        /// Where to write the bundle.
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+    },
+    /// Show one run's audit entries.
+    Show {
+        /// Run id, a unique prefix of one, or `latest`.
+        run: String,
+        /// Print the raw JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the public key that checks this user's audit log (Ed25519,
+    /// 64 hex digits), making the key pair on first use.
+    Key,
 }
 
 #[derive(Debug, Args)]

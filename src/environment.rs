@@ -156,6 +156,17 @@ pub fn parse_assignment(arg: &str) -> Result<(String, String), String> {
     Ok((k.to_string(), v.to_string()))
 }
 
+/// Variables moat itself sets in every sandbox (identity, search path) or in
+/// every networked one (proxy, CA bundle). A profile's secret may not use
+/// these names: it would be overwritten, or would point clients away from
+/// the proxy or its CA.
+pub fn is_moat_owned(name: &str) -> bool {
+    ["PATH", "HOME", "USER", "LOGNAME", "PWD"].contains(&name)
+        || PROXY_VARS.contains(&name)
+        || CA_VARS.contains(&name)
+        || ["NO_PROXY", "no_proxy", "NODE_USE_ENV_PROXY"].contains(&name)
+}
+
 pub fn is_valid_name(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c == '_' || c.is_ascii_alphabetic())
@@ -374,6 +385,27 @@ mod tests {
         ] {
             assert!(!env.contains_key(k), "{k}");
         }
+    }
+
+    #[test]
+    fn everything_moat_sets_is_moat_owned() {
+        let id = ident();
+        let env = build(&EnvRequest {
+            host: &[],
+            pass: &[],
+            profile_env: &BTreeMap::new(),
+            cli_env: &[],
+            identity: &id,
+            cwd: "/",
+            proxy: Some(ProxyEnv {
+                port: 1,
+                ca_bundle: Some("/b".into()),
+            }),
+        });
+        for k in env.keys() {
+            assert!(is_moat_owned(k), "{k}");
+        }
+        assert!(!is_moat_owned("DATABASE_URL"));
     }
 
     #[test]

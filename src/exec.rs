@@ -65,6 +65,13 @@ pub struct Prepared {
     pub start_proxy: Option<StartProxy>,
     /// This run's request log, when it has a proxy.
     pub request_log: Option<PathBuf>,
+    /// Names of the profile's secrets that were resolved and set in the
+    /// sandbox (never their values), for the run's records.
+    pub secret_names: Vec<String>,
+    /// The audit log, open (the run must not start otherwise).
+    pub audit: std::sync::Arc<crate::audit::Recorder>,
+    /// The run's `start` event.
+    pub audit_start: serde_json::Value,
 }
 
 /// A private directory on the host for this run's files (the CA bundle the
@@ -121,6 +128,7 @@ fn prepare_network(
     plan: &mut Plan,
     run_id: &str,
     grants: Vec<crate::grants::Plan>,
+    audit: std::sync::Arc<crate::audit::Recorder>,
     verbose: bool,
 ) -> Result<Network> {
     let net = &profile.network;
@@ -195,7 +203,14 @@ fn prepare_network(
             run_id,
             grants,
         };
-        crate::proxy::spawn(listener, cfg).map_err(|e| e.to_string())
+        // A proxy that cannot start must stop the run before the command
+        // exists, however long the failure takes to show; tests have no
+        // other reliable way to make a slow start fail.
+        if std::env::var_os("MOAT_TEST_FAIL_PROXY_START").is_some_and(|v| v == "1") {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            return Err("MOAT_TEST_FAIL_PROXY_START=1 is set".into());
+        }
+        crate::proxy::spawn_audited(listener, cfg, audit).map_err(|e| e.to_string())
     });
     Ok(Network {
         env: ProxyEnv {
@@ -330,6 +345,11 @@ pub fn prepare(args: &ExecArgs, caller: &Caller, verbose: bool) -> Result<Prepar
             );
         }
     }
+    // (variable, grant) pairs, for the clash check with `[secrets]`.
+    let grants_env: Vec<(String, String)> = grants
+        .iter()
+        .flat_map(|g| g.env.iter().map(|v| (v.clone(), g.name.clone())))
+        .collect();
     let placeholders: Vec<(String, String)> = grants
         .iter()
         .flat_map(|g| g.env.iter().map(|v| (v.clone(), g.placeholder.clone())))
@@ -352,10 +372,24 @@ pub fn prepare(args: &ExecArgs, caller: &Caller, verbose: bool) -> Result<Prepar
     .map_err(|e| anyhow!("profile `{}`: {e}", profile.name))?;
     hide_moat_data(&mut plan, &crate::ca::data_dir(&caller.home));
     let run_id = crate::runs::new_id();
+    // Fail closed: no audit log, no run.
+    let audit = crate::audit::Recorder::open(&crate::audit::data_dir(&caller.home), &run_id)
+        .map_err(|e| {
+            anyhow!(
+                "the audit log cannot be opened ({e:#}); moat does not run anything it cannot record: fix the permissions of, or free space in, {}",
+                crate::audit::data_dir(&caller.home).display()
+            )
+        })?;
     let network = match profile.network.mode {
         NetworkMode::None => None,
         NetworkMode::Allowlist | NetworkMode::Open => Some(prepare_network(
-            &profile, caller, &mut plan, &run_id, grants, verbose,
+            &profile,
+            caller,
+            &mut plan,
+            &run_id,
+            grants,
+            std::sync::Arc::clone(&audit),
+            verbose,
         )?),
     };
 
@@ -387,10 +421,37 @@ pub fn prepare(args: &ExecArgs, caller: &Caller, verbose: bool) -> Result<Prepar
         .get("PATH")
         .map(|p| p.split(':').map(PathBuf::from).collect())
         .unwrap_or_default();
-    let env = env
+    for g in &grants_env {
+        if profile.secrets.contains_key(&g.0) {
+            bail!(
+                "{} is both a secret of profile `{}` and the placeholder variable of grant `{}`; \
+                 rename one",
+                g.0,
+                profile.name,
+                g.1
+            );
+        }
+    }
+    let secrets = resolve_secrets(&profile, &cli_env, caller, verbose)?;
+    let mut env = env
         .iter()
+        // A secret replaces a variable passed through from the host.
+        .filter(|(k, _)| !profile.secrets.contains_key(*k))
         .map(|(k, v)| cstring(format!("{k}={v}"), &format!("environment variable {k}")))
         .collect::<Result<Vec<_>>>()?;
+    for (name, value) in &secrets.values {
+        let mut entry = zeroize::Zeroizing::new(Vec::with_capacity(name.len() + 1 + value.len()));
+        entry.extend_from_slice(name.as_bytes());
+        entry.push(b'=');
+        entry.extend_from_slice(value);
+        // Checked for NUL when resolved. Moved, not copied: the CString
+        // is the one copy left, and the sandbox's environment needs it.
+        env.push(cstring(
+            std::mem::take(&mut *entry),
+            &format!("secret {name}"),
+        )?);
+    }
+    let secret_names = secrets.names();
     if args.command.is_empty() {
         bail!("no command given: moat exec [OPTIONS] -- CMD [ARGS]");
     }
@@ -436,6 +497,31 @@ pub fn prepare(args: &ExecArgs, caller: &Caller, verbose: bool) -> Result<Prepar
     if let Some(w) = &limits.warning {
         eprintln!("moat: warning: {w}");
     }
+    let audit_start = serde_json::json!({
+        "profile": profile.name,
+        "profile_sources": profile.sources,
+        "profile_sha256": crate::audit::canonical::hex(&sha2::Digest::finalize(
+            sha2::Digest::chain_update(
+                <sha2::Sha256 as sha2::Digest>::new(),
+                crate::profile::to_toml(&profile).as_bytes()
+            )
+        )),
+        "command": args.command,
+        "uid": caller.uid,
+        "gid": caller.gid,
+        "user": caller.user,
+        "workspace": ws.dir,
+        "cwd": ws.cwd,
+        "network": match profile.network.mode {
+            NetworkMode::Allowlist => "allowlist",
+            NetworkMode::Open => "open",
+            NetworkMode::None => "none",
+        },
+        "landlock_mode": format!("{:?}", landlock.mode).to_lowercase(),
+        "landlock_paths": landlock.paths.len(),
+        "seccomp_syscall_rules": seccomp.syscalls,
+        "limits": limits.plan,
+    });
     let record = crate::runs::Record {
         id: run_id,
         started_ms: crate::runs::now_ms(),
@@ -449,6 +535,7 @@ pub fn prepare(args: &ExecArgs, caller: &Caller, verbose: bool) -> Result<Prepar
         exit_code: None,
         ended_by: Vec::new(),
         peak_memory: None,
+        secrets: secret_names.clone(),
     };
     Ok(Prepared {
         spec: Spec {
@@ -470,7 +557,82 @@ pub fn prepare(args: &ExecArgs, caller: &Caller, verbose: bool) -> Result<Prepar
         record,
         request_log: network.as_ref().map(|n| n.log_path.clone()),
         start_proxy: network.map(|n| n.start),
+        secret_names,
+        audit,
+        audit_start,
     })
+}
+
+/// Reads the profile's `[secrets]` on the host, before any namespace
+/// exists (keyring calls run on a thread that is joined again). Prints
+/// names and sources only.
+fn resolve_secrets(
+    profile: &Profile,
+    cli_env: &[(String, String)],
+    caller: &Caller,
+    verbose: bool,
+) -> Result<crate::secrets::Resolved> {
+    if let Some((k, _)) = cli_env
+        .iter()
+        .find(|(k, _)| profile.secrets.contains_key(k))
+    {
+        bail!(
+            "-e {k}: `{k}` is a secret of profile `{}`; a variable comes from one of them \
+             only: drop the -e, or use a profile without that secret",
+            profile.name
+        );
+    }
+    let host = crate::secrets::RealHost {
+        home: caller.home.clone(),
+    };
+    let resolved = crate::secrets::resolve(&profile.secrets, &host)
+        .map_err(|e| anyhow!("profile `{}`: {e}", profile.name))?;
+    for notice in &resolved.notices {
+        eprintln!("moat: {notice}");
+    }
+    if verbose {
+        for name in resolved.names() {
+            eprintln!("moat: secret {name} from {}", profile.secrets[&name]);
+        }
+    }
+    Ok(resolved)
+}
+
+/// Records the run's limit hits and exit in the audit log and signs its
+/// end.
+fn record_end(
+    audit: &crate::audit::Recorder,
+    report: &sandbox::RunReport,
+    started: std::time::Instant,
+) -> Result<(), String> {
+    if let Some(f) = audit.failure() {
+        return Err(f);
+    }
+    for line in &report.ended_by {
+        audit.event("limit", serde_json::json!({ "reason": line }))?;
+    }
+    let (how, signal, message) = match &report.outcome {
+        Outcome::Finished(s) if libc::WIFSIGNALED(*s) => {
+            ("signaled", Some(libc::WTERMSIG(*s)), None)
+        }
+        Outcome::Finished(_) => ("exited", None, None),
+        Outcome::NotStarted { message, .. } => ("not_started", None, Some(message.clone())),
+        Outcome::TimedOut => ("timed_out", None, None),
+    };
+    audit.event(
+        "exit",
+        serde_json::json!({
+            "exit_code": report.outcome.exit_code(),
+            "outcome": how,
+            "signal": signal,
+            "message": message,
+            "duration_ms": started.elapsed().as_millis() as u64,
+            "peak_memory": report.peak_memory,
+            "requests": report.network.as_ref().map(|n| n.requests),
+            "denied": report.network.as_ref().map(|n| n.denied),
+        }),
+    )?;
+    audit.finish()
 }
 
 /// Runs `moat exec`; returns the process exit status.
@@ -488,6 +650,9 @@ pub fn run(args: &ExecArgs, verbose: bool) -> i32 {
         mut record,
         start_proxy,
         request_log,
+        secret_names,
+        audit,
+        audit_start,
     } = match prepare(args, &caller, verbose) {
         Ok(p) => p,
         Err(e) => {
@@ -495,13 +660,47 @@ pub fn run(args: &ExecArgs, verbose: bool) -> i32 {
             return EXIT_MOAT_ERROR;
         }
     };
-    let report = match sandbox::run(&spec, start_proxy) {
+    if let Err(e) = audit.event("start", audit_start) {
+        eprintln!("moat: {e}");
+        return EXIT_MOAT_ERROR;
+    }
+    // Which secrets the sandbox got, by name: the values stay out of the log.
+    let secrets = secret_names
+        .iter()
+        .map(|name| serde_json::json!({ "name": name }))
+        .collect();
+    if let Err(e) = audit.events("secret", secrets) {
+        eprintln!("moat: {e}");
+        return EXIT_MOAT_ERROR;
+    }
+    let started = std::time::Instant::now();
+    let report = match sandbox::run(&spec, start_proxy, Some(&audit)) {
         Ok(r) => r,
         Err(e) => {
+            // The audit failure, when there was one, is why the run ended.
+            if let Some(f) = audit.failure() {
+                eprintln!("moat: {f}");
+                return EXIT_MOAT_ERROR;
+            }
             eprintln!("moat: {e}");
+            let _ = audit.event(
+                "exit",
+                serde_json::json!({
+                    "exit_code": EXIT_MOAT_ERROR,
+                    "error": e.to_string(),
+                    "duration_ms": started.elapsed().as_millis() as u64,
+                }),
+            );
+            if let Err(f) = audit.finish() {
+                eprintln!("moat: {f}");
+            }
             return EXIT_MOAT_ERROR;
         }
     };
+    if let Err(f) = record_end(&audit, &report, started) {
+        eprintln!("moat: {f}");
+        return EXIT_MOAT_ERROR;
+    }
     if verbose {
         let h = &report.hardening;
         eprintln!(

@@ -13,8 +13,10 @@
 //! - [`credentials`]: the encrypted credential store and its key.
 //! - [`grants`]: credential grants (providers, placeholders) and
 //!   `moat grant`.
-//! - [`keyring`]: the desktop keyring (Secret Service).
+//! - [`secrets`]: a profile's `[secrets]`, resolved on the host.
+//! - [`keyring`]: the desktop keyring (Secret Service), on a joined thread.
 
+pub mod audit;
 pub mod ca;
 pub mod cgroup;
 pub mod cli;
@@ -32,5 +34,6 @@ pub mod proxy;
 pub mod runs;
 pub mod sandbox;
 pub mod seccomp_policy;
+pub mod secrets;
 pub mod userns;
 pub mod workspace;

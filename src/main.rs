@@ -18,6 +18,7 @@ fn main() {
         Command::Log(args) => report(moat::proxy::log::command(args)),
         Command::Proxy(cmd) => report(moat::proxy::serve::command(cmd)),
         Command::Grant(cmd) => report(moat::grants::command::run(cmd)),
+        Command::Audit(cmd) => report(moat::audit::command::run(cmd)),
         Command::Profile(cmd) => match moat::profile::run(cmd) {
             Ok(code) => code,
             Err(e) => {

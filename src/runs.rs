@@ -30,6 +30,9 @@ pub struct Record {
     /// Peak memory of the run's cgroup in bytes, where the kernel kept it.
     #[serde(default)]
     pub peak_memory: Option<u64>,
+    /// Names of the secrets set in the sandbox; never their values.
+    #[serde(default)]
+    pub secrets: Vec<String>,
 }
 
 pub fn now_ms() -> u64 {
@@ -139,8 +142,8 @@ pub fn list(home: &Path) -> Result<i32> {
         return Ok(0);
     }
     println!(
-        "{:<26} {:>5} {:<12} {:<10} COMMAND",
-        "RUN", "EXIT", "PROFILE", "LANDLOCK"
+        "{:<26} {:>5} {:<12} {:<10} {:<24} COMMAND",
+        "RUN", "EXIT", "PROFILE", "LANDLOCK", "SECRETS"
     );
     for r in records {
         let exit = r
@@ -153,20 +156,45 @@ pub fn list(home: &Path) -> Result<i32> {
             .map(|h| format!("abi{} {}", h.landlock.abi, h.landlock.status))
             .unwrap_or_else(|| "-".into());
         println!(
-            "{:<26} {:>5} {:<12} {:<10} {}",
+            "{:<26} {:>5} {:<12} {:<10} {:<24} {}",
             r.id,
             exit,
             r.profile,
             landlock,
+            secrets_column(&r.secrets),
             r.command.join(" ")
         );
     }
     Ok(0)
 }
 
+/// Names when they fit the column, else how many.
+fn secrets_column(names: &[String]) -> String {
+    if names.is_empty() {
+        return "-".into();
+    }
+    let joined = names.join(",");
+    if joined.len() <= 24 {
+        joined
+    } else {
+        format!("{} secrets", names.len())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_column_shows_names_or_count() {
+        assert_eq!(secrets_column(&[]), "-");
+        assert_eq!(
+            secrets_column(&["DB_URL".into(), "PGPASS".into()]),
+            "DB_URL,PGPASS"
+        );
+        let many: Vec<String> = (0..5).map(|i| format!("SECRET_{i}")).collect();
+        assert_eq!(secrets_column(&many), "5 secrets");
+    }
 
     #[test]
     fn utc_format() {
@@ -191,6 +219,7 @@ mod tests {
             exit_code: Some(0),
             ended_by: vec![],
             peak_memory: Some(1 << 20),
+            secrets: vec!["DATABASE_URL".into()],
         };
         let p = r.save(t.path()).unwrap();
         use std::os::unix::fs::PermissionsExt;

@@ -500,3 +500,28 @@ sandbox_test! {
         );
     }
 }
+
+sandbox_test! {
+    /// The command is held back until the proxy accepts on its socket: a
+    /// proxy that fails to start ends the run (exit 125, saying why) before
+    /// the command's first instruction, so no unconfined moment exists.
+    fn a_proxy_that_fails_to_start_stops_the_run_before_the_command(r: &Runner) {
+        let ws = r.workspace();
+        let out = r
+            .exec(&ws)
+            .env("MOAT_TEST_FAIL_PROXY_START", "1")
+            .cmd(["sh", "-c", "echo ran > ran"])
+            .run();
+        out.assert_moat_error()
+            .assert_stderr_has("starting the network proxy failed");
+        assert!(
+            !ws.join("ran").exists(),
+            "the command ran although its proxy never started{out}"
+        );
+
+        // Without the fault the same command runs: the check above is not
+        // passing because the command cannot write.
+        r.exec(&ws).cmd(["sh", "-c", "echo ran > ran"]).run().assert_ok();
+        assert_eq!(ws.read("ran"), "ran\n");
+    }
+}

@@ -2,6 +2,7 @@
 //! merging a file over its parent.
 
 use super::model::{Enforcement, NetworkMode, PathSpec, Ports, Profile, WorkspaceAccess};
+use crate::secrets::SecretSpec;
 use std::collections::BTreeMap;
 use toml::Spanned;
 
@@ -16,6 +17,7 @@ pub(crate) struct Layer {
     pub pass_env: Vec<String>,
     pub env: BTreeMap<String, String>,
     pub grants: Vec<String>,
+    pub secrets: BTreeMap<String, SecretSpec>,
     pub filesystem: FilesystemLayer,
     pub landlock: LandlockLayer,
     pub seccomp: SeccompLayer,
@@ -69,8 +71,9 @@ pub(crate) struct NetworkLayer {
 impl Layer {
     /// Merges this layer over `profile`, which holds everything its parents
     /// said. Scalars: this layer's value when set. Lists: the parents'
-    /// entries, then this layer's, without repeats. `[env]`: union, this
-    /// layer winning.
+    /// entries, then this layer's, without repeats. `[env]` and `[secrets]`:
+    /// union, this layer winning (a name in both is refused after the
+    /// merge, by the loader).
     ///
     /// Lists only ever grow: a derived profile cannot remove a parent's
     /// entries, so a profile reads as "the parent, and also ...". That holds
@@ -99,6 +102,7 @@ impl Layer {
         append_unique(&mut profile.pass_env, self.pass_env);
         profile.env.extend(self.env);
         append_unique(&mut profile.grants, self.grants);
+        profile.secrets.extend(self.secrets);
 
         let fs = &mut profile.filesystem;
         let layer = self.filesystem;

@@ -276,11 +276,38 @@ impl Resolver {
         }
         let mut profile = Profile {
             name: name.to_string(),
-            sources,
+            sources: sources.clone(),
             ..Profile::default()
         };
-        for layer in layers.into_iter().rev() {
+        // Which file last set each [env] and [secrets] name, for the clash
+        // error below.
+        let mut env_from = std::collections::BTreeMap::new();
+        let mut secret_from = std::collections::BTreeMap::new();
+        for (layer, source) in layers.into_iter().rev().zip(sources.iter().rev()) {
+            for k in layer.env.keys() {
+                env_from.insert(k.clone(), source.clone());
+            }
+            for k in layer.secrets.keys() {
+                secret_from.insert(k.clone(), source.clone());
+            }
             layer.apply_to(&mut profile);
+        }
+        // One name, two values: which one the sandbox should get is not
+        // something to guess, and a plain [env] value silently replacing a
+        // secret (or the reverse) across `extends` would surprise both.
+        if let Some(name) = profile
+            .secrets
+            .keys()
+            .find(|k| profile.env.contains_key(*k))
+        {
+            return Err(ProfileError::File {
+                file: secret_from[name].clone(),
+                message: format!(
+                    "`{name}` is a secret here and also set in [env] (in {}); a variable \
+                     comes from one of them only: remove one",
+                    env_from[name]
+                ),
+            });
         }
         Ok(profile)
     }
@@ -581,6 +608,29 @@ mod tests {
         assert!(p.description.contains("coding agent"));
         assert_eq!(p.filesystem.read_write[0].path, "~/.cache");
         assert_eq!(p.filesystem.read_only[0].path, "/usr");
+    }
+
+    #[test]
+    fn secrets_merge_and_clash_with_env_across_extends() {
+        let s = Setup::new();
+        s.write(
+            "proj/base.toml",
+            "[secrets]\nA = \"env:X\"\nB = \"env:Y\"\n",
+        );
+        let path = s.write(
+            "proj/child.toml",
+            "extends = \"./base.toml\"\n[secrets]\nB = \"-file:/b\"\n",
+        );
+        let p = s.resolver.load_file(&path).unwrap();
+        assert_eq!(p.secrets["A"].to_string(), "env:X");
+        assert_eq!(p.secrets["B"].to_string(), "-file:/b");
+        let clash = s.write(
+            "proj/clash.toml",
+            "extends = \"./base.toml\"\n[env]\nA = \"plain\"\n",
+        );
+        let e = s.resolver.load_file(&clash).unwrap_err().to_string();
+        assert!(e.contains("`A`") && e.contains("[env]"), "{e}");
+        assert!(e.contains("base.toml") && e.contains("clash.toml"), "{e}");
     }
 
     #[test]

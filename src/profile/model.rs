@@ -29,6 +29,9 @@ pub struct Profile {
     /// Stored credentials (`moat grant add`) the proxy adds to requests
     /// to their hosts; the sandbox sees placeholders only.
     pub grants: Vec<String>,
+    /// Variables whose values moat reads on the host at start (`[secrets]`),
+    /// by name; the specs say where from, never the values.
+    pub secrets: BTreeMap<String, crate::secrets::SecretSpec>,
     pub filesystem: Filesystem,
     pub landlock: Landlock,
     pub seccomp: Seccomp,
@@ -223,6 +226,7 @@ impl Default for Profile {
             pass_env: Vec::new(),
             env: BTreeMap::new(),
             grants: Vec::new(),
+            secrets: BTreeMap::new(),
             filesystem: Filesystem::default(),
             landlock: Landlock::default(),
             seccomp: Seccomp::default(),

@@ -10,6 +10,7 @@ use super::layer::{
     FilesystemLayer, LandlockLayer, Layer, LimitsLayer, NetworkLayer, SeccompLayer,
 };
 use super::model::{Enforcement, NetworkMode, PathSpec, Ports, WorkspaceAccess};
+use crate::secrets::SecretSpec;
 use serde::de::{Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -35,6 +36,7 @@ pub(crate) struct RawProfile {
     env: BTreeMap<Text, Text>,
     #[serde(default)]
     grants: Vec<Text>,
+    secrets: BTreeMap<Text, Text>,
     #[serde(default)]
     filesystem: RawFilesystem,
     #[serde(default)]
@@ -185,6 +187,11 @@ impl RawProfile {
                 }
             })
             .collect::<Result<_, _>>()?;
+        let mut secrets = BTreeMap::new();
+        for (key, value) in self.secrets {
+            let spec = secret(doc, &key, &value)?;
+            secrets.insert(key.into_inner(), spec);
+        }
         Ok(Layer {
             extends: self.extends,
             grants,
@@ -192,6 +199,7 @@ impl RawProfile {
             hostname,
             pass_env,
             env,
+            secrets,
             filesystem: self.filesystem.validate(doc)?,
             landlock: self.landlock.validate(doc)?,
             seccomp: self.seccomp.validate(doc)?,
@@ -775,6 +783,15 @@ fn check_env(doc: &Doc<'_>, key: &Text, value: &Text) -> Result<(), ProfileError
     Ok(())
 }
 
+/// One `[secrets]` entry: the name is a variable name moat does not set
+/// itself, the value a source spec (see `crate::secrets`).
+fn secret(doc: &Doc<'_>, key: &Text, value: &Text) -> Result<SecretSpec, ProfileError> {
+    crate::secrets::name_allowed(key.get_ref())
+        .map_err(|e| doc.at(key.span(), format!("[secrets] {e}")))?;
+    SecretSpec::parse(value.get_ref())
+        .map_err(|e| doc.at(value.span(), format!("[secrets] `{}`: {e}", key.get_ref())))
+}
+
 fn workspace(doc: &Doc<'_>, w: &Text) -> Result<WorkspaceAccess, ProfileError> {
     match w.get_ref().as_str() {
         "read-write" => Ok(WorkspaceAccess::ReadWrite),
@@ -1051,6 +1068,26 @@ mod tests {
         );
         assert_error("[env]\n\"A-B\" = \"2\"\n", "2:1", "[env] key `A-B`");
         assert_error("[env]\nA = \"a\\u0000b\"\n", "2:5", "NUL");
+    }
+
+    #[test]
+    fn secrets_rules() {
+        let l = layer("[secrets]\nDB = \"env:DB_URL\"\nOPT = \"-keyring:db\"\n").unwrap();
+        assert_eq!(l.secrets["DB"].to_string(), "env:DB_URL");
+        assert!(l.secrets["OPT"].optional);
+        assert_error(
+            "[secrets]\n\"1X\" = \"env:A\"\n",
+            "2:1",
+            "not a valid variable name",
+        );
+        assert_error("[secrets]\nHOME = \"env:A\"\n", "2:1", "moat sets itself");
+        assert_error(
+            "[secrets]\nHTTPS_PROXY = \"env:A\"\n",
+            "2:1",
+            "moat sets itself",
+        );
+        assert_error("[secrets]\nA = \"vault:x\"\n", "2:5", "not a secret source");
+        assert_error("[secrets]\nA = \"file:rel\"\n", "2:5", "absolute");
     }
 
     #[test]

@@ -29,6 +29,12 @@ pub(crate) fn to_toml(p: &Profile) -> String {
         let _ = writeln!(out, "{} = {}", key_name(key), quote(value));
     }
 
+    // The sources, never values: the spec is all the profile knows.
+    out.push_str("\n[secrets]\n");
+    for (key, spec) in &p.secrets {
+        let _ = writeln!(out, "{} = {}", key_name(key), quote(&spec.to_string()));
+    }
+
     let fs = &p.filesystem;
     out.push_str("\n[filesystem]\n");
     let _ = writeln!(out, "workspace = {}", quote(fs.workspace.as_str()));

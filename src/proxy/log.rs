@@ -84,8 +84,13 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    /// Opens (appends to, creating 0600) `path`.
-    pub fn open(path: &Path, run: String) -> std::io::Result<Writer> {
+    /// Opens (appends to, creating 0600) `path`. With `audit`, every entry
+    /// also goes to the audit log, after it is written here.
+    pub fn open(
+        path: &Path,
+        run: String,
+        audit: Option<std::sync::Arc<crate::audit::Recorder>>,
+    ) -> std::io::Result<Writer> {
         let file = std::fs::OpenOptions::new()
             .append(true)
             .create(true)
@@ -95,7 +100,7 @@ impl Writer {
         let shown = path.display().to_string();
         let thread = std::thread::Builder::new()
             .name("moat-proxy-log".into())
-            .spawn(move || write_loop(file, rx, run, shown))?;
+            .spawn(move || write_loop(file, rx, run, shown, audit))?;
         Ok(Writer {
             tx,
             thread: Some(thread),
@@ -117,12 +122,31 @@ impl Drop for Writer {
     }
 }
 
-fn write_loop(file: File, rx: mpsc::Receiver<Msg>, run: String, shown: String) {
+fn write_loop(
+    file: File,
+    rx: mpsc::Receiver<Msg>,
+    run: String,
+    shown: String,
+    audit: Option<std::sync::Arc<crate::audit::Recorder>>,
+) {
     let mut out = BufWriter::with_capacity(64 * 1024, file);
     let mut failed = false;
     let mut line = Vec::with_capacity(512);
-    let mut write = |out: &mut BufWriter<File>, mut e: Entry, failed: &mut bool| {
+    // The batch's entries for the audit log, recorded in one locked write
+    // when the queue runs dry. A failure there stops the run (the
+    // recorder kills the sandbox), so it needs no handling here.
+    let mut audited: Vec<serde_json::Value> = Vec::new();
+    let audit_on = audit.is_some();
+    let mut write = |out: &mut BufWriter<File>,
+                     mut e: Entry,
+                     failed: &mut bool,
+                     audited: &mut Vec<serde_json::Value>| {
         e.run.clone_from(&run);
+        if audit_on {
+            if let Ok(v) = serde_json::to_value(&e) {
+                audited.push(v);
+            }
+        }
         line.clear();
         if serde_json::to_writer(&mut line, &e).is_err() {
             return;
@@ -137,12 +161,12 @@ fn write_loop(file: File, rx: mpsc::Receiver<Msg>, run: String, shown: String) {
     };
     'outer: while let Ok(msg) = rx.recv() {
         match msg {
-            Msg::Entry(e) => write(&mut out, e, &mut failed),
+            Msg::Entry(e) => write(&mut out, e, &mut failed, &mut audited),
             Msg::Stop => break,
         }
         loop {
             match rx.try_recv() {
-                Ok(Msg::Entry(e)) => write(&mut out, e, &mut failed),
+                Ok(Msg::Entry(e)) => write(&mut out, e, &mut failed, &mut audited),
                 Ok(Msg::Stop) | Err(mpsc::TryRecvError::Disconnected) => break 'outer,
                 Err(mpsc::TryRecvError::Empty) => break,
             }
@@ -153,8 +177,14 @@ fn write_loop(file: File, rx: mpsc::Receiver<Msg>, run: String, shown: String) {
                 failed = true;
             }
         }
+        if let Some(a) = &audit {
+            let _ = a.events("request", std::mem::take(&mut audited));
+        }
     }
     let _ = out.flush();
+    if let Some(a) = &audit {
+        let _ = a.events("request", std::mem::take(&mut audited));
+    }
 }
 
 /// Creates the runs directory (0700) if needed.
@@ -362,7 +392,7 @@ mod tests {
     fn writer_appends_whole_lines_and_flushes_on_finish() {
         let t = tempfile::tempdir().unwrap();
         let p = path(t.path(), "R1");
-        let mut w = Writer::open(&p, "R1".into()).unwrap();
+        let mut w = Writer::open(&p, "R1".into(), None).unwrap();
         let senders: Vec<_> = (0..4)
             .map(|i| {
                 let tx = w.tx.clone();

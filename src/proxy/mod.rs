@@ -154,11 +154,30 @@ pub fn spawn(listener: std::net::TcpListener, cfg: Config) -> io::Result<Handle>
     spawn_with(listener, cfg, Options::default())
 }
 
+/// [`spawn`] that also records every request in the audit log, as a
+/// `request` event whose data is the request log's [`log::Entry`].
+pub fn spawn_audited(
+    listener: std::net::TcpListener,
+    cfg: Config,
+    audit: Arc<crate::audit::Recorder>,
+) -> io::Result<Handle> {
+    spawn_inner(listener, cfg, Options::default(), Some(audit))
+}
+
 /// [`spawn`] with other [`Options`].
 pub fn spawn_with(
     listener: std::net::TcpListener,
     cfg: Config,
     opts: Options,
+) -> io::Result<Handle> {
+    spawn_inner(listener, cfg, opts, None)
+}
+
+fn spawn_inner(
+    listener: std::net::TcpListener,
+    cfg: Config,
+    opts: Options,
+    audit: Option<Arc<crate::audit::Recorder>>,
 ) -> io::Result<Handle> {
     // Both ring and aws-lc-rs are linked in; rustls must not guess.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -170,7 +189,7 @@ pub fn spawn_with(
     let ca = leaf_authority(&cfg.ca, &provider)?;
     let addr = listener.local_addr()?;
     listener.set_nonblocking(true)?;
-    let writer = log::Writer::open(&cfg.log_path, cfg.run_id.clone()).map_err(|e| {
+    let writer = log::Writer::open(&cfg.log_path, cfg.run_id.clone(), audit).map_err(|e| {
         io::Error::new(
             e.kind(),
             format!("opening the request log {}: {e}", cfg.log_path.display()),

@@ -101,6 +101,13 @@ pub fn run(spec: &Spec, chan: Channel) -> ! {
             exit(1);
         }
         drop(listener);
+        // Nothing confines the command's traffic until the proxy accepts
+        // on that socket: wait for the supervisor to say it does, so a
+        // proxy that fails to start never leaves a command running.
+        match chan.recv() {
+            Ok(Some((Msg::Go, _))) => {}
+            _ => exit(1),
+        }
     }
 
     // Every layer goes on before the command exists, so its first

@@ -108,6 +108,8 @@ pub enum RunError {
     Proxy(String),
     #[error("{0}")]
     Internal(String),
+    #[error("{0}")]
+    Audit(String),
 }
 
 /// Everything the supervisor learned about a run.
@@ -221,7 +223,13 @@ fn wait_signal(set: &SigSet, deadline: Option<Instant>) -> Result<Option<Signal>
 /// Runs `spec` to completion. Must be called while the process is still
 /// single-threaded: the clone child runs Rust code that may allocate.
 /// `start_proxy` is required exactly when `spec.proxy_port` is set.
-pub fn run(spec: &Spec, start_proxy: Option<StartProxy>) -> Result<RunReport, RunError> {
+/// `audit` records what the kernel enforced and, from the clone on, kills
+/// the sandbox if the audit log cannot be written.
+pub fn run(
+    spec: &Spec,
+    start_proxy: Option<StartProxy>,
+    audit: Option<&std::sync::Arc<crate::audit::Recorder>>,
+) -> Result<RunReport, RunError> {
     let internal = |what: &str, e: Errno| RunError::Internal(format!("{what}: {}", e.desc()));
     if spec.proxy_port.is_some() != start_proxy.is_some() {
         return Err(RunError::Internal(
@@ -287,6 +295,10 @@ pub fn run(spec: &Spec, start_proxy: Option<StartProxy>) -> Result<RunReport, Ru
         msg.push_str(&format!("\n  ({detail})"));
         return Err(fail(RunError::UserNamespace(msg)));
     }
+    if let Some(a) = audit {
+        a.attach(child.as_raw())
+            .map_err(|e| fail(RunError::Audit(format!("audit log: {e}"))))?;
+    }
     if let Some(g) = &group {
         g.attach(child).map_err(|e| {
             fail(RunError::Setup(format!(
@@ -324,9 +336,29 @@ pub fn run(spec: &Spec, start_proxy: Option<StartProxy>) -> Result<RunReport, Ru
                     Ok(h) => proxy.0 = Some(h),
                     Err(e) => return Err(fail(RunError::Proxy(e))),
                 }
+                // Init holds the command back until this.
+                ours.send(&Msg::Go)
+                    .map_err(|e| fail(internal("control channel", e)))?;
             }
             Ok(Some((Msg::Hardened(json), _))) => {
                 hardening = serde_json::from_str(&json).unwrap_or_default();
+                if let Some(a) = audit {
+                    let data = serde_json::json!({
+                        "landlock": hardening.landlock,
+                        "capabilities": hardening.capabilities,
+                        "seccomp": hardening.seccomp,
+                        "cgroup": {
+                            "group": group.is_some(),
+                            "memory": spec.limits.memory,
+                            "pids": spec.limits.pids,
+                            "cpu_millis": spec.limits.cpu_millis,
+                            "timeout_ms": spec.limits.timeout_ms,
+                        },
+                    });
+                    if let Err(e) = a.event("enforced", data) {
+                        return Err(fail(RunError::Audit(e)));
+                    }
+                }
             }
             Ok(Some((Msg::Started, _))) => {
                 if spec.proxy_port.is_some() && proxy.0.is_none() {

@@ -1,0 +1,428 @@
+//! Appending to the log: one `flock`ed batch at a time, so that several
+//! moat runs can share one chain.
+//!
+//! Under the lock the writer reads the current head (the last line of the
+//! file; cached while the file's length is what this writer left it at),
+//! chains its entries onto it, writes them with one `write` on an
+//! `O_APPEND` descriptor, and fsyncs when the batch holds a checkpoint.
+//! A torn last line left by a writer that crashed is cut off first and
+//! recorded as a `torn_tail` entry (its length and SHA-256), so the chain
+//! goes on from the last complete entry and nothing is dropped silently.
+
+use super::chain::{self, Entry, CHECKPOINT, GENESIS};
+use super::sign;
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+pub const LOG_FILE: &str = "audit.jsonl";
+pub const HEAD_FILE: &str = "audit.head";
+/// A checkpoint after at most this many entries.
+pub const CHECKPOINT_EVERY: u64 = 256;
+
+/// `$XDG_DATA_HOME/moat/audit`.
+pub fn dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("audit")
+}
+
+/// The log file under `data_dir`.
+pub fn log_path(data_dir: &Path) -> PathBuf {
+    dir(data_dir).join(LOG_FILE)
+}
+
+/// The `.head` file beside a log: the last checkpoint's own seq and hash.
+pub fn head_path(log: &Path) -> PathBuf {
+    log.with_file_name(HEAD_FILE)
+}
+
+/// What `.head` holds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Head {
+    pub seq: u64,
+    pub hash: String,
+}
+
+pub fn read_head(log: &Path) -> Result<Option<Head>> {
+    let p = head_path(log);
+    match std::fs::read(&p) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .with_context(|| format!("{} is damaged", p.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", p.display())),
+    }
+}
+
+/// The end of the chain as this writer last saw it.
+#[derive(Debug, Clone)]
+struct Tip {
+    len: u64,
+    /// seq, hash and kind of the last entry.
+    last: Option<(u64, String, bool)>,
+    /// seq of the last checkpoint entry, when known.
+    last_checkpoint: Option<u64>,
+}
+
+pub struct Log {
+    data_dir: PathBuf,
+    path: PathBuf,
+    file: File,
+    public_hex: String,
+    tip: Option<Tip>,
+    pub checkpoint_every: u64,
+}
+
+/// Holds `flock(LOCK_EX)` until dropped.
+struct Locked<'a>(&'a File);
+
+impl<'a> Locked<'a> {
+    fn new(f: &'a File) -> std::io::Result<Locked<'a>> {
+        loop {
+            // SAFETY: flock on a descriptor we own; no memory is involved.
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                return Ok(Locked(f));
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+    }
+}
+
+impl Log {
+    /// Opens the log under `data_dir` (creating it, its directory and the
+    /// key as needed). Fails when any of them cannot be created or opened
+    /// for writing.
+    pub fn open(data_dir: &Path) -> Result<Log> {
+        let public = sign::ensure_key(data_dir)?;
+        let d = dir(data_dir);
+        sign::ensure_private_dir(&d)?;
+        Self::open_at(data_dir, &log_path(data_dir), sign::public_hex(&public))
+    }
+
+    fn open_at(data_dir: &Path, path: &Path, public_hex: String) -> Result<Log> {
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .read(true)
+            .create(true)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+            .open(path)
+            .with_context(|| format!("opening the audit log {}", path.display()))?;
+        Ok(Log {
+            data_dir: data_dir.to_owned(),
+            path: path.to_owned(),
+            file,
+            public_hex,
+            tip: None,
+            checkpoint_every: CHECKPOINT_EVERY,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends `events` for `run`, with checkpoints as the policy wants
+    /// them, and a final one when `checkpoint` is set (unless the chain
+    /// already ends with one). Returns the number of lines written.
+    pub fn append(
+        &mut self,
+        run: &str,
+        events: &[(&str, Value)],
+        checkpoint: bool,
+    ) -> Result<usize> {
+        let shown = self.path.display().to_string();
+        let _lock = Locked::new(&self.file).with_context(|| format!("locking {shown}"))?;
+        let len = self
+            .file
+            .metadata()
+            .with_context(|| format!("reading {shown}"))?
+            .len();
+        let mut extra: Vec<(&str, Value)> = Vec::new();
+        let tip = match self.tip.take() {
+            Some(t) if t.len == len => t,
+            _ => {
+                let (tip, torn) = self.read_tip(len)?;
+                if let Some(t) = torn {
+                    extra.push(("torn_tail", t));
+                }
+                tip
+            }
+        };
+        let start_len = tip.len;
+        let mut next = tip.last.as_ref().map_or(0, |l| l.0 + 1);
+        let mut prev = tip
+            .last
+            .as_ref()
+            .map_or(GENESIS.to_string(), |l| l.1.clone());
+        let mut last_is_cp = tip.last.as_ref().is_some_and(|l| l.2);
+        let mut last_cp = tip.last_checkpoint;
+        let mut key = None;
+        let mut buf = Vec::with_capacity(512 * (events.len() + 1));
+        let mut lines = 0;
+        let mut head = None;
+        let mut push = |e: Entry, buf: &mut Vec<u8>| {
+            buf.extend_from_slice(&e.line());
+            buf.push(b'\n');
+            lines += 1;
+            e
+        };
+        let mut cp = |next: &mut u64, prev: &mut String, buf: &mut Vec<u8>| -> Result<Entry> {
+            if key.is_none() {
+                key = Some(sign::load_signing(&self.data_dir)?);
+            }
+            let covered = *next - 1;
+            let sig = sign::sign(key.as_ref().expect("loaded"), covered, prev);
+            let data =
+                json!({"seq": covered, "hash": prev.clone(), "key": self.public_hex, "sig": sig});
+            let e = Entry::new(*next, now(), run, CHECKPOINT, data, prev);
+            *next += 1;
+            prev.clone_from(&e.hash);
+            buf.extend_from_slice(&e.line());
+            buf.push(b'\n');
+            Ok(e)
+        };
+        for (kind, data) in extra.iter().chain(events.iter()) {
+            let e = push(
+                Entry::new(next, now(), run, kind, data.clone(), &prev),
+                &mut buf,
+            );
+            next += 1;
+            prev = e.hash;
+            last_is_cp = false;
+            let since = next - last_cp.map_or(0, |c| c + 1);
+            if since >= self.checkpoint_every {
+                let c = cp(&mut next, &mut prev, &mut buf)?;
+                last_cp = Some(c.seq);
+                last_is_cp = true;
+                head = Some(Head {
+                    seq: c.seq,
+                    hash: c.hash,
+                });
+            }
+        }
+        if checkpoint && !last_is_cp && next > 0 {
+            let c = cp(&mut next, &mut prev, &mut buf)?;
+            last_cp = Some(c.seq);
+            last_is_cp = true;
+            head = Some(Head {
+                seq: c.seq,
+                hash: c.hash,
+            });
+        }
+        let lines = lines + usize::from(head.is_some());
+        if buf.is_empty() {
+            self.tip = Some(tip);
+            return Ok(0);
+        }
+        if let Err(e) = (&self.file).write_all(&buf) {
+            // Leave no half line behind for the next writer to cut off.
+            let _ = self.file.set_len(start_len);
+            return Err(anyhow!(e).context(format!("writing the audit log {shown}")));
+        }
+        if let Some(h) = &head {
+            self.file
+                .sync_data()
+                .with_context(|| format!("syncing the audit log {shown}"))?;
+            write_head(&self.path, h)?;
+        }
+        self.tip = Some(Tip {
+            len: start_len + buf.len() as u64,
+            last: Some((next - 1, prev, last_is_cp)),
+            last_checkpoint: last_cp,
+        });
+        Ok(lines)
+    }
+
+    /// Reads the head from the file (someone else wrote since we did).
+    /// Cuts a torn last line off and returns what it was.
+    fn read_tip(&self, len: u64) -> Result<(Tip, Option<Value>)> {
+        let shown = self.path.display();
+        let mut torn = None;
+        let mut end = len;
+        if len > 0 {
+            let mut b = [0u8; 1];
+            self.file.read_exact_at(&mut b, len - 1)?;
+            if b[0] != b'\n' {
+                let start = line_start(&self.file, len)?;
+                let mut frag = vec![0u8; (len - start) as usize];
+                self.file.read_exact_at(&mut frag, start)?;
+                self.file
+                    .set_len(start)
+                    .with_context(|| format!("cutting the torn last line off {shown}"))?;
+                torn = Some(json!({
+                    "bytes": frag.len(),
+                    "sha256": super::canonical::hex(&Sha256::digest(&frag)),
+                    "offset": start,
+                }));
+                end = start;
+            }
+        }
+        if end == 0 {
+            return Ok((
+                Tip {
+                    len: end,
+                    last: None,
+                    last_checkpoint: None,
+                },
+                torn,
+            ));
+        }
+        let start = line_start(&self.file, end - 1)?;
+        let mut line = vec![0u8; (end - 1 - start) as usize];
+        self.file.read_exact_at(&mut line, start)?;
+        let (e, actual) = chain::parse(&line, &mut Vec::new()).map_err(|err| {
+            anyhow!(
+                "the last entry of the audit log {shown} is damaged ({err}); run `moat audit verify` and move the log aside to start a new chain"
+            )
+        })?;
+        if actual != e.hash {
+            bail!("the last entry of the audit log {shown} does not match its hash; run `moat audit verify`");
+        }
+        let is_cp = e.kind == CHECKPOINT;
+        let last_checkpoint = if is_cp {
+            Some(e.seq)
+        } else {
+            read_head(&self.path)
+                .ok()
+                .flatten()
+                .map(|h| h.seq)
+                .filter(|s| *s < e.seq)
+        };
+        Ok((
+            Tip {
+                len: end,
+                last: Some((e.seq, e.hash, is_cp)),
+                last_checkpoint,
+            },
+            torn,
+        ))
+    }
+}
+
+/// Offset where the line containing byte `end - 1` starts (just after the
+/// previous newline before `end`).
+fn line_start(f: &File, end: u64) -> Result<u64> {
+    let mut pos = end;
+    let mut buf = vec![0u8; 8192];
+    while pos > 0 {
+        let from = pos.saturating_sub(buf.len() as u64);
+        let chunk = &mut buf[..(pos - from) as usize];
+        f.read_exact_at(chunk, from)?;
+        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
+            return Ok(from + i as u64 + 1);
+        }
+        pos = from;
+    }
+    Ok(0)
+}
+
+fn now() -> String {
+    chain::rfc3339_ms(crate::runs::now_ms())
+}
+
+fn write_head(log: &Path, h: &Head) -> Result<()> {
+    let p = head_path(log);
+    let tmp = p.with_extension(format!("head.{}", std::process::id()));
+    let r = (|| -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(&serde_json::to_vec(h).expect("plain data"))?;
+        f.write_all(b"\n")?;
+        f.sync_data()?;
+        std::fs::rename(&tmp, &p)
+    })();
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r.with_context(|| format!("writing {}", p.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::verify::{verify_bytes, Options, Status};
+
+    #[test]
+    fn concurrent_writers_share_one_chain_with_checkpoints() {
+        let t = tempfile::tempdir().unwrap();
+        let data = t.path().join("moat");
+        Log::open(&data).unwrap();
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let data = data.clone();
+                std::thread::spawn(move || {
+                    // Each its own descriptor, as separate moat processes.
+                    let mut log = Log::open(&data).unwrap();
+                    for i in 0..300 {
+                        let ev = [("request", json!({"w": w, "i": i}))];
+                        log.append(&format!("run{w}"), &ev, false).unwrap();
+                    }
+                    log.append(&format!("run{w}"), &[], true).unwrap();
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        let path = log_path(&data);
+        let bytes = std::fs::read(&path).unwrap();
+        let key = sign::ensure_key(&data).unwrap();
+        let r = verify_bytes(
+            &bytes,
+            &Options {
+                key: &key,
+                from_genesis: true,
+                head: read_head(&path).unwrap(),
+                head_name: "head",
+            },
+        );
+        assert_eq!(r.status, Status::Intact, "{:?} {:?}", r.problems, r.notes);
+        assert_eq!(r.runs.len(), 4);
+        // 1200 events: a checkpoint at least every 256 entries.
+        assert!(r.checkpoints >= 1200 / 256, "{}", r.checkpoints);
+        let mut since = 0;
+        for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let (e, _) = chain::parse(line, &mut Vec::new()).unwrap();
+            since = if e.kind == CHECKPOINT { 0 } else { since + 1 };
+            assert!(since <= CHECKPOINT_EVERY);
+        }
+        assert_eq!(
+            read_head(&path).unwrap().unwrap().seq,
+            r.last_checkpoint.unwrap()
+        );
+    }
+
+    #[test]
+    fn a_damaged_last_entry_stops_appends() {
+        let t = tempfile::tempdir().unwrap();
+        let data = t.path().join("moat");
+        let mut log = Log::open(&data).unwrap();
+        log.append("r", &[("start", json!({}))], false).unwrap();
+        std::fs::write(log_path(&data), b"{\"not\":\"an entry\"}\n").unwrap();
+        let err = log
+            .append("r", &[("exit", json!({}))], false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("damaged"), "{err}");
+    }
+}
