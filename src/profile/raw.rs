@@ -36,6 +36,7 @@ pub(crate) struct RawProfile {
     env: BTreeMap<Text, Text>,
     #[serde(default)]
     grants: Vec<Text>,
+    #[serde(default)]
     secrets: BTreeMap<Text, Text>,
     #[serde(default)]
     filesystem: RawFilesystem,
