@@ -499,6 +499,16 @@ sleep 2
         assert_eq!(logged_uses(&lines, "/reflect/oat"), ["inject:oat", "redact:oat", "strip:an"], "{lines:?}");
         assert_eq!(logged_uses(&lines, "/reflect/strip"), ["strip:gh", "strip:oa"], "{lines:?}");
         assert_eq!(logged_uses(&lines, "/reflect/plain"), ["strip:gh", "withheld:gh"], "{lines:?}");
+        // The audit log (beside the store) carries the same actions.
+        let audit_has_inject = walk(&s.data.join("moat")).iter().any(|f| {
+            std::fs::read_to_string(f)
+                .is_ok_and(|t| {
+                    // Key order depends on the writer (the audit log sorts).
+                    t.contains(r#"{"grant":"gh","action":"inject"}"#)
+                        || t.contains(r#"{"action":"inject","grant":"gh"}"#)
+                })
+        });
+        assert!(audit_has_inject, "the audit log must record the injection{out}");
         let shown = s.moat(r).args(["log", "latest"]).run();
         shown.assert_ok().assert_stdout_has("inject:gh").assert_stdout_has("strip:oa");
     }
