@@ -5,7 +5,7 @@ use crate::cli::ExecArgs;
 use crate::environment::{self, EnvRequest, Identity, ProxyEnv};
 use crate::mount_plan::{self, Context, Plan, RealHost};
 use crate::profile::{NetworkMode, Profile};
-use crate::sandbox::{self, Outcome, Spec, StartProxy};
+use crate::sandbox::{self, Outcome, PrepareProxy, Spec};
 use crate::workspace;
 use anyhow::{anyhow, bail, Context as _, Result};
 use std::ffi::CString;
@@ -62,7 +62,7 @@ pub struct Prepared {
     pub record: crate::runs::Record,
     /// Starts the proxy once init hands over its socket; `None` when the
     /// profile gives the sandbox no network.
-    pub start_proxy: Option<StartProxy>,
+    pub prepare_proxy: Option<PrepareProxy>,
     /// This run's request log, when it has a proxy.
     pub request_log: Option<PathBuf>,
     /// Names of the profile's secrets that were resolved and set in the
@@ -115,7 +115,7 @@ impl Drop for RunFiles {
 /// variables, its starter and its log.
 struct Network {
     env: ProxyEnv,
-    start: StartProxy,
+    prepare: PrepareProxy,
     log_path: PathBuf,
 }
 
@@ -187,10 +187,7 @@ fn prepare_network(
     let run_id = run_id.to_string();
     let log = log_path.clone();
     let home = caller.home.clone();
-    let start: StartProxy = Box::new(move |listener| {
-        // Init has mounted the bundle by now (it binds the socket after
-        // the file system): the host copy has done its job.
-        drop(files);
+    let prepare: PrepareProxy = Box::new(move || {
         let ca = crate::ca::load_or_create(&data_dir).map_err(|e| format!("moat's CA: {e:#}"))?;
         // The tokens are decrypted only now, after the sandbox's init was
         // cloned: they never exist in a process the sandbox came from.
@@ -203,21 +200,27 @@ fn prepare_network(
             run_id,
             grants,
         };
-        // A proxy that cannot start must stop the run before the command
-        // exists, however long the failure takes to show; tests have no
-        // other reliable way to make a slow start fail.
-        if std::env::var_os("MOAT_TEST_FAIL_PROXY_START").is_some_and(|v| v == "1") {
-            std::thread::sleep(std::time::Duration::from_millis(300));
-            return Err("MOAT_TEST_FAIL_PROXY_START=1 is set".into());
-        }
-        crate::proxy::spawn_audited(listener, cfg, audit).map_err(|e| e.to_string())
+        let ready = crate::proxy::prepare_audited(cfg, audit).map_err(|e| e.to_string())?;
+        Ok(Box::new(move |listener| {
+            // Init has mounted the bundle by now (it binds the socket after
+            // the file system): the host copy has done its job.
+            drop(files);
+            // A proxy that cannot start must stop the run before the
+            // command exists, however long the failure takes to show;
+            // tests have no other reliable way to make a slow start fail.
+            if std::env::var_os("MOAT_TEST_FAIL_PROXY_START").is_some_and(|v| v == "1") {
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                return Err("MOAT_TEST_FAIL_PROXY_START=1 is set".into());
+            }
+            ready.serve(listener).map_err(|e| e.to_string())
+        }) as crate::sandbox::StartProxy)
     });
     Ok(Network {
         env: ProxyEnv {
             port: net.proxy_port,
             ca_bundle: bound.first().map(|p| p.to_string_lossy().into_owned()),
         },
-        start,
+        prepare,
         log_path,
     })
 }
@@ -556,7 +559,7 @@ pub fn prepare(args: &ExecArgs, caller: &Caller, verbose: bool) -> Result<Prepar
         absent_protected: absent,
         record,
         request_log: network.as_ref().map(|n| n.log_path.clone()),
-        start_proxy: network.map(|n| n.start),
+        prepare_proxy: network.map(|n| n.prepare),
         secret_names,
         audit,
         audit_start,
@@ -648,7 +651,7 @@ pub fn run(args: &ExecArgs, verbose: bool) -> i32 {
         spec,
         absent_protected: absent,
         mut record,
-        start_proxy,
+        prepare_proxy,
         request_log,
         secret_names,
         audit,
@@ -674,7 +677,7 @@ pub fn run(args: &ExecArgs, verbose: bool) -> i32 {
         return EXIT_MOAT_ERROR;
     }
     let started = std::time::Instant::now();
-    let report = match sandbox::run(&spec, start_proxy, Some(&audit)) {
+    let report = match sandbox::run(&spec, prepare_proxy, Some(&audit)) {
         Ok(r) => r,
         Err(e) => {
             // The audit failure, when there was one, is why the run ended.

@@ -9,14 +9,14 @@
 use hyper::Uri;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::ServerName;
+use rustls::pki_types::{CertificateDer, ServerName};
 use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -59,17 +59,10 @@ impl fmt::Display for UpstreamError {
 
 impl std::error::Error for UpstreamError {}
 
-/// Builds the client TLS configuration: the host's roots plus `extra` PEM
-/// files, HTTP/1.1 only.
-pub(crate) fn client_tls(
-    provider: Arc<rustls::crypto::CryptoProvider>,
-    extra: &[PathBuf],
-) -> io::Result<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    // Bad entries in the host's store are skipped (rustls-native-certs
-    // reports them; one unreadable file must not take the network away).
-    let native = rustls_native_certs::load_native_certs();
-    roots.add_parsable_certificates(native.certs);
+/// The certificates of the profile's `upstream_ca` files, read and checked
+/// now, so that a bad file stops the run before it starts.
+pub(crate) fn extra_roots(extra: &[PathBuf]) -> io::Result<Vec<CertificateDer<'static>>> {
+    let mut out = Vec::new();
     for path in extra {
         let pem = std::fs::read(path).map_err(|e| {
             io::Error::new(
@@ -85,12 +78,16 @@ pub(crate) fn client_tls(
                     format!("upstream CA {}: {e}", path.display()),
                 )
             })?;
-            roots.add(cert).map_err(|e| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("upstream CA {}: {e}", path.display()),
-                )
-            })?;
+            // Checked as a trust anchor now, not at the first request.
+            rustls::RootCertStore::empty()
+                .add(cert.clone())
+                .map_err(|e| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("upstream CA {}: {e}", path.display()),
+                    )
+                })?;
+            out.push(cert);
             n += 1;
         }
         if n == 0 {
@@ -100,8 +97,22 @@ pub(crate) fn client_tls(
             ));
         }
     }
+    Ok(out)
+}
+
+/// The client TLS configuration: the host's roots plus `extra` (from
+/// [`extra_roots`]), HTTP/1.1 only.
+pub(crate) fn client_config(
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    extra: Vec<CertificateDer<'static>>,
+) -> io::Result<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    // Bad entries in the host's store are skipped: one unreadable
+    // certificate must not take the network away.
+    roots.add_parsable_certificates(host_roots());
+    roots.add_parsable_certificates(extra);
     if roots.is_empty() {
-        // Still start: plain HTTP and refusals work, and with no roots every
+        // Still serve: plain HTTP and refusals work, and with no roots every
         // upstream TLS handshake fails verification, which is closed, not
         // open. Refusing the run would punish profiles that need no HTTPS.
         eprintln!(
@@ -120,8 +131,39 @@ pub(crate) fn client_tls(
     Ok(cfg)
 }
 
+/// The host's trusted roots. Where the system keeps them in one bundle
+/// file (and moat's own environment names no other place), that file
+/// alone: it holds every root already. rustls-native-certs would also walk
+/// the certificate directory beside it, a few hundred `stat`s and a second
+/// parse of the same certificates on every run's start. Elsewhere, or when
+/// `SSL_CERT_FILE`/`SSL_CERT_DIR` is set, rustls-native-certs decides.
+fn host_roots() -> Vec<CertificateDer<'static>> {
+    let env_names_a_place =
+        std::env::var_os("SSL_CERT_FILE").is_some() || std::env::var_os("SSL_CERT_DIR").is_some();
+    if !env_names_a_place {
+        if let Some((_, pem)) = crate::ca::host_bundle() {
+            let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_bytes())
+                .filter_map(Result::ok)
+                .collect();
+            if !certs.is_empty() {
+                return certs;
+            }
+        }
+    }
+    rustls_native_certs::load_native_certs().certs
+}
+
 struct Inner {
-    tls: TlsConnector,
+    tls: OnceLock<Result<TlsConnector, String>>,
+    /// How to build `tls` on first use: the host's roots take milliseconds
+    /// to parse, which every run's start would pay even when the command
+    /// never makes an HTTPS request.
+    recipe: Mutex<
+        Option<(
+            Arc<rustls::crypto::CryptoProvider>,
+            Vec<CertificateDer<'static>>,
+        )>,
+    >,
     loopback_only: bool,
 }
 
@@ -131,11 +173,43 @@ struct Inner {
 pub(crate) struct Connector(Arc<Inner>);
 
 impl Connector {
+    #[cfg(test)]
     pub fn new(tls: rustls::ClientConfig, loopback_only: bool) -> Connector {
         Connector(Arc::new(Inner {
-            tls: TlsConnector::from(Arc::new(tls)),
+            tls: OnceLock::from(Ok(TlsConnector::from(Arc::new(tls)))),
+            recipe: Mutex::new(None),
             loopback_only,
         }))
+    }
+
+    /// A connector whose TLS configuration (the host's roots plus `extra`)
+    /// is made at its first HTTPS connection.
+    pub fn lazy(
+        provider: Arc<rustls::crypto::CryptoProvider>,
+        extra: Vec<CertificateDer<'static>>,
+        loopback_only: bool,
+    ) -> Connector {
+        Connector(Arc::new(Inner {
+            tls: OnceLock::new(),
+            recipe: Mutex::new(Some((provider, extra))),
+            loopback_only,
+        }))
+    }
+
+    fn tls(&self) -> Result<&TlsConnector, UpstreamError> {
+        let made = self.0.tls.get_or_init(|| {
+            let recipe = self
+                .0
+                .recipe
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            let (provider, extra) = recipe.ok_or("no TLS configuration to build")?;
+            client_config(provider, extra)
+                .map(|c| TlsConnector::from(Arc::new(c)))
+                .map_err(|e| e.to_string())
+        });
+        made.as_ref().map_err(|e| UpstreamError::Tls(e.clone()))
     }
 
     /// A TCP connection to exactly `addr`.
@@ -166,7 +240,7 @@ impl Connector {
                 // rustls reads at most 4 KiB per call: a buffer below it
                 // turns that into one system call per 64 KiB.
                 let buffered = tokio::io::BufReader::with_capacity(64 * 1024, tcp);
-                let hs = self.0.tls.connect(server_name, buffered);
+                let hs = self.tls()?.connect(server_name, buffered);
                 match tokio::time::timeout(TLS_TIMEOUT, hs).await {
                     Ok(Ok(s)) => Ok(TokioIo::new(Stream::Tls(Box::new(s)))),
                     Ok(Err(e)) => Err(tls_error(e)),

@@ -154,14 +154,13 @@ pub fn spawn(listener: std::net::TcpListener, cfg: Config) -> io::Result<Handle>
     spawn_with(listener, cfg, Options::default())
 }
 
-/// [`spawn`] that also records every request in the audit log, as a
-/// `request` event whose data is the request log's [`log::Entry`].
-pub fn spawn_audited(
-    listener: std::net::TcpListener,
-    cfg: Config,
-    audit: Arc<crate::audit::Recorder>,
-) -> io::Result<Handle> {
-    spawn_inner(listener, cfg, Options::default(), Some(audit))
+/// Everything of [`spawn`] but the socket, for a sandbox run: the TLS
+/// setup, the CA, the log and the proxy's thread, made while the sandbox's
+/// init is still building its file system; [`Ready::serve`] then starts on
+/// init's socket at once. Every request is also recorded in the audit log,
+/// as a `request` event whose data is the request log's [`log::Entry`].
+pub fn prepare_audited(cfg: Config, audit: Arc<crate::audit::Recorder>) -> io::Result<Ready> {
+    prepare(cfg, Options::default(), Some(audit))
 }
 
 /// [`spawn`] with other [`Options`].
@@ -179,16 +178,33 @@ fn spawn_inner(
     opts: Options,
     audit: Option<Arc<crate::audit::Recorder>>,
 ) -> io::Result<Handle> {
+    prepare(cfg, opts, audit)?.serve(listener)
+}
+
+/// A proxy with everything in place but the socket it accepts on. Dropped
+/// without [`Ready::serve`], its thread ends and nothing was served.
+pub struct Ready {
+    listener_tx: std::sync::mpsc::Sender<std::net::TcpListener>,
+    ready_rx: std::sync::mpsc::Receiver<io::Result<()>>,
+    stop: watch::Sender<bool>,
+    thread: std::thread::JoinHandle<()>,
+    writer: log::Writer,
+    sink: Arc<Sink>,
+}
+
+fn prepare(
+    cfg: Config,
+    opts: Options,
+    audit: Option<Arc<crate::audit::Recorder>>,
+) -> io::Result<Ready> {
     // Both ring and aws-lc-rs are linked in; rustls must not guess.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let loopback_only =
         opts.loopback_only || std::env::var_os("MOAT_TEST_LOOPBACK_ONLY").is_some_and(|v| v == "1");
-    let tls = connector::client_tls(Arc::clone(&provider), &cfg.upstream_ca)?;
-    let connector = connector::Connector::new(tls, loopback_only);
+    let extra = connector::extra_roots(&cfg.upstream_ca)?;
+    let connector = connector::Connector::lazy(Arc::clone(&provider), extra, loopback_only);
     let ca = leaf_authority(&cfg.ca, &provider)?;
-    let addr = listener.local_addr()?;
-    listener.set_nonblocking(true)?;
     let writer = log::Writer::open(&cfg.log_path, cfg.run_id.clone(), audit).map_err(|e| {
         io::Error::new(
             e.kind(),
@@ -220,18 +236,23 @@ fn spawn_inner(
     });
     let (stop, stop_rx) = watch::channel(false);
     let max_connections = opts.max_connections.max(1);
+    let (listener_tx, listener_rx) = std::sync::mpsc::channel::<std::net::TcpListener>();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let thread = std::thread::Builder::new()
         .name("moat-proxy".into())
         .spawn(move || {
             block_signals();
-            let rt = match tokio::runtime::Builder::new_multi_thread()
+            let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .max_blocking_threads(16)
                 .thread_name("moat-proxy")
                 .enable_all()
-                .build()
-            {
+                .build();
+            // No socket: the run ended before init made one.
+            let Ok(listener) = listener_rx.recv() else {
+                return;
+            };
+            let rt = match rt {
                 Ok(rt) => rt,
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));
@@ -254,24 +275,53 @@ fn spawn_inner(
             // their tasks are dropped.
             rt.shutdown_timeout(Duration::from_millis(200));
         })?;
-    match ready_rx.recv() {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            let _ = thread.join();
-            return Err(e);
-        }
-        Err(_) => {
-            let _ = thread.join();
-            return Err(io::Error::other("the proxy thread died while starting"));
-        }
-    }
-    Ok(Handle {
+    Ok(Ready {
+        listener_tx,
+        ready_rx,
         stop,
-        thread: Some(thread),
+        thread,
         writer,
         sink,
-        addr,
     })
+}
+
+impl Ready {
+    /// Starts accepting on `listener`; returns once the proxy does.
+    pub fn serve(self, listener: std::net::TcpListener) -> io::Result<Handle> {
+        let addr = listener.local_addr()?;
+        listener.set_nonblocking(true)?;
+        let Ready {
+            listener_tx,
+            ready_rx,
+            stop,
+            thread,
+            writer,
+            sink,
+        } = self;
+        let died = || io::Error::other("the proxy thread died while starting");
+        if listener_tx.send(listener).is_err() {
+            let _ = thread.join();
+            return Err(died());
+        }
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                return Err(e);
+            }
+            Err(_) => {
+                let _ = thread.join();
+                return Err(died());
+            }
+        }
+        Ok(Handle {
+            stop,
+            thread: Some(thread),
+            writer,
+            sink,
+            addr,
+        })
+    }
 }
 
 /// The supervisor waits for its signals synchronously and forwards them to

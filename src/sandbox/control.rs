@@ -12,7 +12,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 /// Messages, each one datagram: a tag byte and a payload.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Msg {
-    /// Supervisor -> init: user namespace maps are written; go on.
+    /// Supervisor -> init, twice: first when the user namespace maps are
+    /// written (build the sandbox), then when init is in the run's cgroup
+    /// and the proxy, if any, accepts on its socket (start the command).
     Go,
     /// Init -> supervisor: the pty master (sent with the fd).
     Pty,

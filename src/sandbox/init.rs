@@ -51,13 +51,6 @@ pub fn run(spec: &Spec, chan: Channel) -> ! {
         Ok(Some((Msg::Go, _))) => {}
         _ => exit(1),
     }
-    // The supervisor put us in the run's cgroup before Go; a cgroup
-    // namespace made now is rooted there, so the sandbox sees it as `/`.
-    if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP) {
-        let _ = chan.send(&Msg::SetupFailed(format!("cgroup namespace: {}", e.desc())));
-        exit(1);
-    }
-
     let built = match setup(spec) {
         Ok(b) => b,
         Err(e) => {
@@ -101,13 +94,22 @@ pub fn run(spec: &Spec, chan: Channel) -> ! {
             exit(1);
         }
         drop(listener);
-        // Nothing confines the command's traffic until the proxy accepts
-        // on that socket: wait for the supervisor to say it does, so a
-        // proxy that fails to start never leaves a command running.
-        match chan.recv() {
-            Ok(Some((Msg::Go, _))) => {}
-            _ => exit(1),
-        }
+    }
+    // The supervisor puts us in the run's cgroup while we build (moving a
+    // task between cgroups can wait out an RCU grace period, milliseconds
+    // better spent here) and starts the proxy on that socket. Nothing
+    // limits the command or confines its traffic before both are done:
+    // wait for the word, so a proxy that fails to start never leaves a
+    // command running.
+    match chan.recv() {
+        Ok(Some((Msg::Go, _))) => {}
+        _ => exit(1),
+    }
+    // In the run's cgroup now: a cgroup namespace made here is rooted
+    // there, so the sandbox sees it as `/`.
+    if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP) {
+        let _ = chan.send(&Msg::SetupFailed(format!("cgroup namespace: {}", e.desc())));
+        exit(1);
     }
 
     // Every layer goes on before the command exists, so its first

@@ -54,9 +54,13 @@ pub struct Spec {
     pub proxy_port: Option<u16>,
 }
 
-/// Starts the proxy on the socket init made inside the sandbox. Called by
-/// the supervisor once, after the clone (so it may start threads); the
-/// error is the reason, for the user.
+/// Readies moat's proxy: called by the supervisor once, right after it
+/// lets init go (so it may start threads, and its work overlaps init's
+/// building of the file system); returns what starts the proxy on init's
+/// socket. Errors are the reason, for the user.
+pub type PrepareProxy = Box<dyn FnOnce() -> Result<StartProxy, String>>;
+
+/// Starts the readied proxy on the socket init made inside the sandbox.
 pub type StartProxy =
     Box<dyn FnOnce(std::net::TcpListener) -> Result<crate::proxy::Handle, String>>;
 
@@ -222,27 +226,27 @@ fn wait_signal(set: &SigSet, deadline: Option<Instant>) -> Result<Option<Signal>
 
 /// Runs `spec` to completion. Must be called while the process is still
 /// single-threaded: the clone child runs Rust code that may allocate.
-/// `start_proxy` is required exactly when `spec.proxy_port` is set.
+/// `prepare_proxy` is required exactly when `spec.proxy_port` is set.
 /// `audit` records what the kernel enforced and, from the clone on, kills
 /// the sandbox if the audit log cannot be written.
 pub fn run(
     spec: &Spec,
-    start_proxy: Option<StartProxy>,
+    prepare_proxy: Option<PrepareProxy>,
     audit: Option<&std::sync::Arc<crate::audit::Recorder>>,
 ) -> Result<RunReport, RunError> {
     let internal = |what: &str, e: Errno| RunError::Internal(format!("{what}: {}", e.desc()));
-    if spec.proxy_port.is_some() != start_proxy.is_some() {
+    if spec.proxy_port.is_some() != prepare_proxy.is_some() {
         return Err(RunError::Internal(
             "a proxy port needs a proxy to start, and a proxy needs a port".into(),
         ));
     }
-    let mut start_proxy = start_proxy;
     // Declared before anything that waits for init, so that it is dropped
     // (the proxy stopped) only after the command is gone.
     let mut proxy = ProxyGuard(None);
-    // Made before init exists so that init can be put in it before it runs
-    // any of the sandbox's code. Dropping it removes it, on every path out
-    // of this function, after init is reaped.
+    // Made (with its limits) before init exists, so that a failure stops
+    // the run before anything is built; init is put in it before it starts
+    // the command. Dropping it removes it, on every path out of this
+    // function, after init is reaped.
     let group = if spec.limits.needs_group() {
         Some(
             cgroup::RunGroup::create(&spec.limits)
@@ -299,13 +303,6 @@ pub fn run(
         a.attach(child.as_raw())
             .map_err(|e| fail(RunError::Audit(format!("audit log: {e}"))))?;
     }
-    if let Some(g) = &group {
-        g.attach(child).map_err(|e| {
-            fail(RunError::Setup(format!(
-                "putting the sandbox in its cgroup: {e}"
-            )))
-        })?;
-    }
     // The timeout counts from here: building the sandbox is part of the run.
     let deadline = spec
         .limits
@@ -313,6 +310,23 @@ pub fn run(
         .map(|ms| Instant::now() + Duration::from_millis(ms));
     ours.send(&Msg::Go)
         .map_err(|e| fail(internal("control channel", e)))?;
+    // Both while init builds the file system on another core. Init waits
+    // for the second Go before it starts the command.
+    if let Some(g) = &group {
+        g.attach(child).map_err(|e| {
+            fail(RunError::Setup(format!(
+                "putting the sandbox in its cgroup: {e}"
+            )))
+        })?;
+    }
+    let mut start_proxy = match prepare_proxy {
+        Some(prepare) => Some(prepare().map_err(|e| fail(RunError::Proxy(e)))?),
+        None => {
+            ours.send(&Msg::Go)
+                .map_err(|e| fail(internal("control channel", e)))?;
+            None
+        }
+    };
 
     // Building the sandbox counts against the timeout too: a setup that
     // hangs (a bind of a stuck network file system) must not outlast it.
@@ -337,6 +351,7 @@ pub fn run(
                     Err(e) => return Err(fail(RunError::Proxy(e))),
                 }
                 // Init holds the command back until this.
+
                 ours.send(&Msg::Go)
                     .map_err(|e| fail(internal("control channel", e)))?;
             }
