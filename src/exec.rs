@@ -700,7 +700,25 @@ pub fn run(args: &ExecArgs, verbose: bool) -> i32 {
             return EXIT_MOAT_ERROR;
         }
     };
-    if let Err(f) = record_end(&audit, &report, started) {
+    record.ended_ms = Some(crate::runs::now_ms());
+    record.hardening = Some(report.hardening.clone());
+    record.exit_code = Some(report.outcome.exit_code());
+    record.ended_by = report.ended_by.clone();
+    record.peak_memory = report.peak_memory;
+    // The run record and the audit log's last checkpoint each wait for the
+    // disk; side by side, the run ends sooner.
+    let runs_dir = crate::runs::dir(&caller.home);
+    let saving = std::thread::spawn(move || record.save(&runs_dir));
+    let audited = record_end(&audit, &report, started);
+    let saved = saving
+        .join()
+        .unwrap_or_else(|_| Err(anyhow!("the thread saving it panicked")));
+    match saved {
+        Ok(path) if verbose => eprintln!("moat: run record {}", path.display()),
+        Ok(_) => {}
+        Err(e) => eprintln!("moat: warning: could not save the run record: {e:#}"),
+    }
+    if let Err(f) = audited {
         eprintln!("moat: {f}");
         return EXIT_MOAT_ERROR;
     }
@@ -751,17 +769,6 @@ pub fn run(args: &ExecArgs, verbose: bool) -> i32 {
     let outcome = report.outcome;
     if let Outcome::NotStarted { message, .. } = &outcome {
         eprintln!("moat: {message}");
-    }
-    record.ended_ms = Some(crate::runs::now_ms());
-    record.hardening = Some(report.hardening.clone());
-    record.exit_code = Some(outcome.exit_code());
-    record.ended_by = report.ended_by.clone();
-    record.peak_memory = report.peak_memory;
-    let runs_dir = crate::runs::dir(&caller.home);
-    match record.save(&runs_dir) {
-        Ok(path) if verbose => eprintln!("moat: run record {}", path.display()),
-        Ok(_) => {}
-        Err(e) => eprintln!("moat: warning: could not save the run record: {e:#}"),
     }
     // A protected path that did not exist could not be mounted over; if the
     // command created it, the owner should look before the host runs it.

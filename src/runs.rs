@@ -107,8 +107,10 @@ impl Record {
             .mode(0o600)
             .open(&tmp)
             .with_context(|| format!("writing {}", tmp.display()))?;
-        serde_json::to_writer_pretty(&mut f, self)?;
-        f.write_all(b"\n")?;
+        // One write: serde_json would make one system call per token.
+        let mut text = serde_json::to_vec_pretty(self)?;
+        text.push(b'\n');
+        f.write_all(&text)?;
         f.sync_all()?;
         std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
         Ok(path)
