@@ -753,6 +753,16 @@ pub fn run(args: &ExecArgs, verbose: bool) -> i32 {
             h.seccomp.denied_syscalls
         );
     }
+    if verbose && spec.limits.needs_group() {
+        eprintln!(
+            "moat: cgroup: the sandbox was {} the run's group",
+            if report.born_in_cgroup {
+                "born in (clone3 into cgroup2)"
+            } else {
+                "moved into"
+            }
+        );
+    }
     if verbose {
         if let (Some(n), Some(log)) = (&report.network, &request_log) {
             eprintln!(

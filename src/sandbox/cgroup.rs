@@ -124,8 +124,30 @@ impl RunGroup {
 
     /// Moves `pid` (init, before it runs anything of the sandbox) into every
     /// run group; its descendants inherit them.
-    pub fn attach(&self, pid: Pid) -> Result<(), String> {
-        for dir in &self.dirs {
+    /// The run's directory on the cgroup2 hierarchy, open, for clone3's
+    /// CLONE_INTO_CGROUP; `None` when the run has none (a v1 host) or it
+    /// cannot be opened (the caller then moves init in the usual way).
+    pub fn v2_dir(&self) -> Option<std::fs::File> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let i = self
+            .plan
+            .sites
+            .iter()
+            .position(|s| s.version == cgroup::Version::V2)?;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(self.dirs.get(i)?)
+            .ok()
+    }
+
+    /// Moves `pid` into the run's groups; with `v2_joined`, not into the
+    /// cgroup2 one, which it was born in.
+    pub fn attach(&self, pid: Pid, v2_joined: bool) -> Result<(), String> {
+        for (site, dir) in self.plan.sites.iter().zip(&self.dirs) {
+            if v2_joined && site.version == cgroup::Version::V2 {
+                continue;
+            }
             let procs = dir.join("cgroup.procs");
             write_file(&procs, &pid.to_string())
                 .map_err(|e| io_err(&format!("moving pid {pid} into"), dir, e))?;

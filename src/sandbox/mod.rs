@@ -130,6 +130,9 @@ pub struct RunReport {
     pub peak_memory: Option<u64>,
     /// What the proxy saw, when the run had one and it started.
     pub network: Option<crate::proxy::Stats>,
+    /// Init was born in the run's cgroup2 group (clone3 with
+    /// CLONE_INTO_CGROUP) rather than moved there.
+    pub born_in_cgroup: bool,
 }
 
 /// How the command ended, as the supervisor saw it.
@@ -171,6 +174,57 @@ const NAMESPACES: CloneFlags = CloneFlags::CLONE_NEWUSER
 // No CLONE_NEWCGROUP: a cgroup namespace is rooted where its creator is at
 // that moment, and init is not in the run's group yet. Init unshares it
 // after the supervisor has moved it there.
+
+/// `struct clone_args` up to `cgroup` (CLONE_ARGS_SIZE_VER2, Linux 5.7).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+enum Forked {
+    Child,
+    Parent(Pid),
+}
+
+/// clone3 used like fork, with the sandbox's namespaces, the child born in
+/// the cgroup2 directory `cgroup_dir`. Only while the process is
+/// single-threaded: the child runs on a copy of this thread alone.
+fn clone_into_cgroup(cgroup_dir: std::os::fd::RawFd) -> Result<Forked, Errno> {
+    let mut args = CloneArgs {
+        flags: NAMESPACES.bits() as u64 | CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: cgroup_dir as u64,
+        ..CloneArgs::default()
+    };
+    // SAFETY: `args` is a valid clone_args of the size passed, it lives
+    // across the call, and with no stack given the child continues on a
+    // copy of this one, as after fork; the caller is single-threaded.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &mut args as *mut CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    match r {
+        -1 => Err(Errno::last()),
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(Pid::from_raw(pid as i32))),
+    }
+}
 
 fn write_maps(pid: Pid, uid: u32, gid: u32) -> Result<(), (Errno, String)> {
     let write = |file: &str, data: String| {
@@ -263,28 +317,55 @@ pub fn run(
 
     let (ours, theirs) = control::pair().map_err(|e| internal("socketpair", e))?;
     let ours_raw = ours.0.as_raw_fd();
-    let mut stack = vec![0u8; 1 << 20];
-    let child_spec = spec.clone();
-    let mut theirs_slot = Some(theirs);
-    let cb = Box::new(move || {
-        // SAFETY: the supervisor's end is a plain descriptor in this fresh
-        // copy of the address space; closing it only drops our reference,
-        // and its OwnedFd is never dropped because init never returns.
-        unsafe { libc::close(ours_raw) };
-        let chan = theirs_slot.take().expect("clone callback runs once");
-        init::run(&child_spec, chan)
-    });
-    // SAFETY: the process is single-threaded (see above), the stack is
-    // exclusively the child's, and the child never returns into our frames.
-    let child = match unsafe { nix::sched::clone(cb, &mut stack, NAMESPACES, Some(libc::SIGCHLD)) }
-    {
-        Ok(pid) => pid,
-        Err(e) => {
-            return Err(RunError::UserNamespace(crate::userns::explain(
-                e as i32,
-                &crate::userns::Knobs::read(),
-                spec.uid == 0,
-            )))
+    // On cgroup2, init is born in the run's group: moving a task between
+    // groups can wait out an RCU grace period (milliseconds), being born
+    // there does not.
+    let v2_dir = group.as_ref().and_then(|g| g.v2_dir());
+    let born = match &v2_dir {
+        Some(dir) => clone_into_cgroup(dir.as_raw_fd()),
+        None => Err(Errno::ENOTSUP),
+    };
+    drop(v2_dir);
+    let (child, v2_joined) = match born {
+        Ok(Forked::Child) => {
+            // SAFETY: this is the child of a fork-like clone3 of a
+            // single-threaded process: the supervisor's end is a plain
+            // descriptor in our copy, and init never returns into the
+            // frames above (it leaves by _exit).
+            unsafe { libc::close(ours_raw) };
+            init::run(spec, theirs)
+        }
+        Ok(Forked::Parent(pid)) => {
+            drop(theirs);
+            (pid, true)
+        }
+        // A kernel before 5.7, or one that refuses: clone, then move.
+        Err(_) => {
+            let mut stack = vec![0u8; 1 << 20];
+            let child_spec = spec.clone();
+            let mut theirs_slot = Some(theirs);
+            let cb = Box::new(move || {
+                // SAFETY: the supervisor's end is a plain descriptor in this
+                // fresh copy of the address space; closing it only drops our
+                // reference, and its OwnedFd is never dropped because init
+                // never returns.
+                unsafe { libc::close(ours_raw) };
+                let chan = theirs_slot.take().expect("clone callback runs once");
+                init::run(&child_spec, chan)
+            });
+            // SAFETY: the process is single-threaded (see above), the stack
+            // is exclusively the child's, and the child never returns into
+            // our frames.
+            match unsafe { nix::sched::clone(cb, &mut stack, NAMESPACES, Some(libc::SIGCHLD)) } {
+                Ok(pid) => (pid, false),
+                Err(e) => {
+                    return Err(RunError::UserNamespace(crate::userns::explain(
+                        e as i32,
+                        &crate::userns::Knobs::read(),
+                        spec.uid == 0,
+                    )))
+                }
+            }
         }
     };
 
@@ -313,7 +394,7 @@ pub fn run(
     // Both while init builds the file system on another core. Init waits
     // for the second Go before it starts the command.
     if let Some(g) = &group {
-        g.attach(child).map_err(|e| {
+        g.attach(child, v2_joined).map_err(|e| {
             fail(RunError::Setup(format!(
                 "putting the sandbox in its cgroup: {e}"
             )))
@@ -399,6 +480,7 @@ pub fn run(
                     ended_by: Vec::new(),
                     peak_memory: None,
                     network: proxy.stop(),
+                    born_in_cgroup: v2_joined,
                 });
             }
             Ok(Some(_)) => {}
@@ -412,6 +494,7 @@ pub fn run(
                     ended_by: crate::cgroup::ended_by(&spec.limits, &events, None, true),
                     peak_memory: events.memory_peak,
                     network: proxy.stop(),
+                    born_in_cgroup: v2_joined,
                 });
             }
             Err(Errno::EAGAIN) => {}
@@ -505,5 +588,6 @@ pub fn run(
         ended_by,
         peak_memory: events.memory_peak,
         network: proxy.stop(),
+        born_in_cgroup: v2_joined,
     })
 }

@@ -141,6 +141,10 @@ section "root: cgroup namespace"
 run mem cat /proc/self/cgroup
 cat "$OUT"
 check "cgroupns: the sandbox sees itself at 0::/" [ "$(cat "$OUT")" = "0::/" ]
+moat exec --verbose --profile /work/mem.toml --workspace "$WS" -- true 2>"$ERR"
+grep 'moat: cgroup' "$ERR"
+check "clone3: root's sandbox is born in its group, not moved" \
+    has "born in (clone3 into cgroup2)" "$ERR"
 check "root: no run groups left in $CG/moat" no_run_groups "$CG/moat"
 
 section "rootless, no delegation (u is in the root cgroup, which is root's)"
@@ -181,6 +185,10 @@ check "delegated memory: moat says why" has "the memory limit (64 MiB) was reach
 urun $D/shell umem cat /proc/self/cgroup
 cat "$OUT" "$ERR"
 check "delegated cgroupns: the sandbox sees itself at 0::/" [ "$(cat "$OUT")" = "0::/" ]
+as_u $D/shell moat exec --verbose --profile /work/umem.toml -- true 2>"$ERR"
+grep 'moat: cgroup' "$ERR"
+check "delegated clone3: the sandbox is born in its group, not moved" \
+    has "born in (clone3 into cgroup2)" "$ERR"
 urun $D/shell umem sh -c "$FORK_BOMBLET"
 grep moat "$ERR"
 check "delegated pids: moat reports the refused fork" has "the pids limit (32) refused" "$ERR"
