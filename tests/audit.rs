@@ -291,7 +291,11 @@ sandbox_test! {
         let clean = verify_in_process(&bytes, &key, head.clone());
         assert_eq!(clean.status, Status::Intact, "{}", verify::describe(&clean, "log"));
         assert_eq!(clean.runs.len(), 4);
-        assert!(clean.checkpoints >= 4);
+        // Runs that end together may share one final checkpoint (a run's
+        // own is skipped when the chain already ends in one covering its
+        // exit), so the three concurrent runs give at least one, the last
+        // run another.
+        assert!(clean.checkpoints >= 2, "{} checkpoints", clean.checkpoints);
 
         let seed = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(r.uid);
         let mut rng = seed;
