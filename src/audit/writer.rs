@@ -236,10 +236,26 @@ impl Log {
             return Err(anyhow!(e).context(format!("writing the audit log {shown}")));
         }
         if let Some(h) = &head {
-            self.file
-                .sync_data()
-                .with_context(|| format!("syncing the audit log {shown}"))?;
-            write_head(&self.path, h)?;
+            // The log and the new head are synced side by side (one wait
+            // for the disk, not two); the head replaces the old one only
+            // after both, so it never names a checkpoint the disk may not
+            // hold yet.
+            let file = &self.file;
+            let (synced, staged) = std::thread::scope(|scope| {
+                let syncing = scope.spawn(|| file.sync_data());
+                let staged = stage_head(&self.path, h);
+                let synced = syncing
+                    .join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("the sync thread panicked")));
+                (synced, staged)
+            });
+            if let Err(e) = synced {
+                if let Ok(tmp) = &staged {
+                    let _ = std::fs::remove_file(tmp);
+                }
+                return Err(anyhow!(e).context(format!("syncing the audit log {shown}")));
+            }
+            commit_head(&self.path, staged?)?;
         }
         self.tip = Some(Tip {
             len: start_len + buf.len() as u64,
@@ -336,7 +352,9 @@ fn now() -> String {
     chain::rfc3339_ms(crate::runs::now_ms())
 }
 
-fn write_head(log: &Path, h: &Head) -> Result<()> {
+/// Writes `h` to a new file beside the head and syncs it; returns its path
+/// for [`commit_head`].
+fn stage_head(log: &Path, h: &Head) -> Result<PathBuf> {
     let p = head_path(log);
     let tmp = p.with_extension(format!("head.{}", std::process::id()));
     let r = (|| -> std::io::Result<()> {
@@ -346,15 +364,27 @@ fn write_head(log: &Path, h: &Head) -> Result<()> {
             .truncate(true)
             .mode(0o600)
             .open(&tmp)?;
-        f.write_all(&serde_json::to_vec(h).expect("plain data"))?;
-        f.write_all(b"\n")?;
-        f.sync_data()?;
-        std::fs::rename(&tmp, &p)
+        let mut text = serde_json::to_vec(h).expect("plain data");
+        text.push(b'\n');
+        f.write_all(&text)?;
+        f.sync_data()
     })();
-    if r.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    match r {
+        Ok(()) => Ok(tmp),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(anyhow!(e).context(format!("writing {}", p.display())))
+        }
     }
-    r.with_context(|| format!("writing {}", p.display()))
+}
+
+/// Puts the staged head in place of the old one.
+fn commit_head(log: &Path, tmp: PathBuf) -> Result<()> {
+    let p = head_path(log);
+    std::fs::rename(&tmp, &p).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        anyhow!(e).context(format!("writing {}", p.display()))
+    })
 }
 
 #[cfg(test)]
