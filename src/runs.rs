@@ -59,11 +59,12 @@ pub fn new_id() -> String {
     )
 }
 
-/// `YYYYMMDDTHHMMSSZ` without pulling in a date crate.
-pub fn format_utc(secs: u64) -> String {
+/// A Unix time in seconds as UTC (year, month, day, hour, minute, second),
+/// without pulling in a date crate.
+pub fn utc_parts(secs: u64) -> (i64, i64, i64, u64, u64, u64) {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
-    // Civil-from-days (Howard Hinnant's algorithm).
+    // Civil-from-days (Howard Hinnant's algorithm), proleptic Gregorian.
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -73,12 +74,13 @@ pub fn format_utc(secs: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    (y, m, d, rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// `YYYYMMDDTHHMMSSZ`.
+pub fn format_utc(secs: u64) -> String {
+    let (y, m, d, hh, mm, ss) = utc_parts(secs);
+    format!("{y:04}{m:02}{d:02}T{hh:02}{mm:02}{ss:02}Z")
 }
 
 /// Where run records live for this caller.
