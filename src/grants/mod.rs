@@ -214,11 +214,13 @@ pub fn render(template: &str, token: &str) -> Zeroizing<String> {
     Zeroizing::new(template.replace("{token}", token))
 }
 
+/// Grants made from a provider and a token, for unit tests here and in the
+/// proxy.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use super::*;
 
-    fn meta(provider: &str, name: &str, hosts: &[&str]) -> Meta {
+    pub fn meta(provider: &str, name: &str, hosts: &[&str]) -> Meta {
         Meta {
             name: name.into(),
             provider: provider.into(),
@@ -231,12 +233,18 @@ mod tests {
         }
     }
 
-    fn grant(m: &Meta, token: &str) -> Grant {
+    pub fn grant(m: &Meta, token: &str) -> Grant {
         Grant {
             plan: plan(m).unwrap(),
             token: Zeroizing::new(token.into()),
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{grant, meta};
+    use super::*;
 
     #[test]
     fn placeholders_have_the_shape_and_differ() {

@@ -227,23 +227,10 @@ impl Grants {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::credentials::Meta;
+    use crate::grants::testing;
 
     fn grant(provider: &str, name: &str, hosts: &[&str], token: &str) -> Grant {
-        let meta = Meta {
-            name: name.into(),
-            provider: provider.into(),
-            hosts: hosts.iter().map(|s| s.to_string()).collect(),
-            header: None,
-            template: None,
-            env: vec![],
-            added_ms: 0,
-            fingerprint: String::new(),
-        };
-        Grant {
-            plan: grants::plan(&meta).unwrap(),
-            token: Zeroizing::new(token.into()),
-        }
+        testing::grant(&testing::meta(provider, name, hosts), token)
     }
 
     fn gs() -> (Grants, String, String) {
