@@ -97,6 +97,18 @@ impl Setup {
         k
     }
 
+    /// The independent Python verifier run on the log, against `key`.
+    fn python_verify(&self, r: &Runner, key: &str) -> Output {
+        r.host_sh(
+            self.fixtures.path(),
+            &format!(
+                "/usr/bin/python3 {}/tests/support/audit_verify.py {} {key}",
+                env!("CARGO_MANIFEST_DIR"),
+                self.log_path().display()
+            ),
+        )
+    }
+
     fn entries(&self) -> Vec<Value> {
         let text = std::fs::read_to_string(self.log_path()).unwrap();
         parse_json_lines(&text, "audit log")
@@ -167,14 +179,7 @@ sandbox_test! {
         let show = s.moat(r).args(["audit", "show", "latest"]).run();
         show.assert_ok().assert_stdout_has("enforced").assert_stdout_has("plain.moat.test");
         let key = s.public_key(r);
-        let py = r.host_sh(
-            s.fixtures.path(),
-            &format!(
-                "/usr/bin/python3 {}/tests/support/audit_verify.py {} {key}",
-                env!("CARGO_MANIFEST_DIR"),
-                s.log_path().display()
-            ),
-        );
+        let py = s.python_verify(r, &key);
         py.assert_ok().assert_stdout_has("7 entries, 1 signed checkpoints: OK");
     }
 }
@@ -344,14 +349,7 @@ sandbox_test! {
             "1200 verifications took {:?}",
             started.elapsed()
         );
-        let py = r.host_sh(
-            s.fixtures.path(),
-            &format!(
-                "/usr/bin/python3 {}/tests/support/audit_verify.py {} {key}",
-                env!("CARGO_MANIFEST_DIR"),
-                s.log_path().display()
-            ),
-        );
+        let py = s.python_verify(r, &key);
         py.assert_ok().assert_stdout_has(": OK");
     }
 }
