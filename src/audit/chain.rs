@@ -170,7 +170,10 @@ pub fn parse(line: &[u8], scratch: &mut Vec<u8>) -> Result<(Entry, String), Line
 /// RFC 3339 UTC with milliseconds for a Unix time in milliseconds.
 pub fn rfc3339_ms(ms: u64) -> String {
     let (y, m, d, hh, mm, ss) = crate::runs::utc_parts(ms / 1000);
-    format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{:03}Z", ms % 1000)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{:03}Z",
+        ms % 1000
+    )
 }
 
 #[cfg(test)]
