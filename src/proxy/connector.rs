@@ -59,11 +59,17 @@ impl fmt::Display for UpstreamError {
 
 impl std::error::Error for UpstreamError {}
 
-/// The certificates of the profile's `upstream_ca` files, read and checked
-/// now, so that a bad file stops the run before it starts.
-pub(crate) fn extra_roots(extra: &[PathBuf]) -> io::Result<Vec<CertificateDer<'static>>> {
-    let mut out = Vec::new();
+/// The certificates of the profile's `upstream_ca` files as trust anchors,
+/// read and checked now, so that a bad file stops the run before it starts.
+pub(crate) fn extra_roots(extra: &[PathBuf]) -> io::Result<rustls::RootCertStore> {
+    let mut roots = rustls::RootCertStore::empty();
     for path in extra {
+        let bad = |e: &dyn fmt::Display| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("upstream CA {}: {e}", path.display()),
+            )
+        };
         let pem = std::fs::read(path).map_err(|e| {
             io::Error::new(
                 e.kind(),
@@ -72,45 +78,25 @@ pub(crate) fn extra_roots(extra: &[PathBuf]) -> io::Result<Vec<CertificateDer<'s
         })?;
         let mut n = 0;
         for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-            let cert = cert.map_err(|e| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("upstream CA {}: {e}", path.display()),
-                )
-            })?;
-            // Checked as a trust anchor now, not at the first request.
-            rustls::RootCertStore::empty()
-                .add(cert.clone())
-                .map_err(|e| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("upstream CA {}: {e}", path.display()),
-                    )
-                })?;
-            out.push(cert);
+            roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
             n += 1;
         }
         if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("upstream CA {}: no PEM certificate in it", path.display()),
-            ));
+            return Err(bad(&"no PEM certificate in it"));
         }
     }
-    Ok(out)
+    Ok(roots)
 }
 
-/// The client TLS configuration: the host's roots plus `extra` (from
+/// The client TLS configuration: the host's roots added to `roots` (from
 /// [`extra_roots`]), HTTP/1.1 only.
 pub(crate) fn client_config(
     provider: Arc<rustls::crypto::CryptoProvider>,
-    extra: Vec<CertificateDer<'static>>,
+    mut roots: rustls::RootCertStore,
 ) -> io::Result<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
     // Bad entries in the host's store are skipped: one unreadable
     // certificate must not take the network away.
     roots.add_parsable_certificates(host_roots());
-    roots.add_parsable_certificates(extra);
     if roots.is_empty() {
         // Still serve: plain HTTP and refusals work, and with no roots every
         // upstream TLS handshake fails verification, which is closed, not
@@ -158,12 +144,7 @@ struct Inner {
     /// How to build `tls` on first use: the host's roots take milliseconds
     /// to parse, which every run's start would pay even when the command
     /// never makes an HTTPS request.
-    recipe: Mutex<
-        Option<(
-            Arc<rustls::crypto::CryptoProvider>,
-            Vec<CertificateDer<'static>>,
-        )>,
-    >,
+    recipe: Mutex<Option<(Arc<rustls::crypto::CryptoProvider>, rustls::RootCertStore)>>,
     loopback_only: bool,
 }
 
@@ -182,11 +163,11 @@ impl Connector {
         }))
     }
 
-    /// A connector whose TLS configuration (the host's roots plus `extra`)
-    /// is made at its first HTTPS connection.
+    /// A connector whose TLS configuration (the host's roots added to
+    /// `extra`) is made at its first HTTPS connection.
     pub fn lazy(
         provider: Arc<rustls::crypto::CryptoProvider>,
-        extra: Vec<CertificateDer<'static>>,
+        extra: rustls::RootCertStore,
         loopback_only: bool,
     ) -> Connector {
         Connector(Arc::new(Inner {

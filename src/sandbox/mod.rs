@@ -172,8 +172,8 @@ const NAMESPACES: CloneFlags = CloneFlags::CLONE_NEWUSER
     .union(CloneFlags::CLONE_NEWIPC)
     .union(CloneFlags::CLONE_NEWUTS);
 // No CLONE_NEWCGROUP: a cgroup namespace is rooted where its creator is at
-// that moment, and init is not in the run's group yet. Init unshares it
-// after the supervisor has moved it there.
+// that moment, and on cgroup v1 init is not in the run's group yet. Init
+// unshares it once the supervisor says it is (the second Go).
 
 /// `struct clone_args` up to `cgroup` (CLONE_ARGS_SIZE_VER2, Linux 5.7).
 #[repr(C)]
