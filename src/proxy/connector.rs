@@ -360,6 +360,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn bad_upstream_ca_files_are_named() {
+        let t = tempfile::tempdir().unwrap();
+        let missing = t.path().join("missing.pem");
+        let err = extra_roots(std::slice::from_ref(&missing)).unwrap_err();
+        assert!(err.to_string().starts_with("reading upstream CA"), "{err}");
+        let empty = t.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let err = extra_roots(std::slice::from_ref(&empty)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("upstream CA {}: no PEM certificate in it", empty.display())
+        );
+        let junk = t.path().join("junk.pem");
+        std::fs::write(
+            &junk,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let err = extra_roots(std::slice::from_ref(&junk)).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with(&format!("upstream CA {}: ", junk.display())),
+            "{err}"
+        );
+        assert!(extra_roots(&[]).unwrap().is_empty());
+    }
+
+    #[test]
     fn authority_round_trips() {
         let v4: SocketAddr = "93.184.216.34:443".parse().unwrap();
         let v6: SocketAddr = "[2606:2800:220:1::1]:8443".parse().unwrap();
