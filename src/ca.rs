@@ -151,7 +151,23 @@ fn read(p: &Path) -> Result<String> {
     fs::read_to_string(p).with_context(|| format!("reading moat's CA file {}", p.display()))
 }
 
-fn load(cert_path: &Path, key_path: &Path) -> Result<Ca> {
+/// Makes sure the CA exists, creating it on first use, without reading
+/// it: what a run needs before its sandbox exists. Returns the
+/// certificate's path. The proxy loads and checks the pair later
+/// ([`load_or_create`]), and stops the run if it cannot.
+pub fn ensure(data_dir: &Path) -> Result<PathBuf> {
+    ensure_private_dir(data_dir)?;
+    let cert_path = data_dir.join(CERT_FILE);
+    let key_path = data_dir.join(KEY_FILE);
+    if exists(&cert_path)? && exists(&key_path)? {
+        check_key_file(&cert_path, &key_path)?;
+        return Ok(cert_path);
+    }
+    load_or_create(data_dir).map(|ca| ca.cert_path)
+}
+
+/// The key is a regular file nobody else can read.
+fn check_key_file(cert_path: &Path, key_path: &Path) -> Result<()> {
     let md = fs::symlink_metadata(key_path).with_context(|| format!("{}", key_path.display()))?;
     if !md.is_file() {
         bail!(
@@ -169,6 +185,11 @@ fn load(cert_path: &Path, key_path: &Path) -> Result<Ca> {
             cert_path.display()
         );
     }
+    Ok(())
+}
+
+fn load(cert_path: &Path, key_path: &Path) -> Result<Ca> {
+    check_key_file(cert_path, key_path)?;
     let key_pem = read(key_path)?;
     let cert_pem = read(cert_path)?;
     let ca = Ca {
@@ -337,18 +358,156 @@ pub fn host_bundle() -> Option<(PathBuf, String)> {
 }
 
 /// The bundle the sandbox sees: the host's roots, then moat's CA.
-pub fn bundle(host_bundle_pem: &str, ca: &Ca) -> String {
-    let mut out = String::with_capacity(host_bundle_pem.len() + ca.cert_pem.len() + 128);
+pub fn bundle(host_bundle_pem: &str, ca_cert_pem: &str) -> String {
+    let mut out = String::with_capacity(host_bundle_pem.len() + ca_cert_pem.len() + 128);
     out.push_str(host_bundle_pem);
     if !out.is_empty() && !out.ends_with('\n') {
         out.push('\n');
     }
     out.push_str("# moat local CA: moat's proxy re-signs HTTPS for this sandbox\n");
-    out.push_str(&ca.cert_pem);
+    out.push_str(ca_cert_pem);
     if !out.ends_with('\n') {
         out.push('\n');
     }
     out
+}
+
+/// Where the sandbox bundles are kept, under the data directory (which no
+/// sandbox sees, so none can change what the next one trusts).
+const BUNDLE_DIR: &str = "bundles";
+
+/// A bundle for the sandbox, ready to bind: the file, and the host bundle
+/// it was made from (`None` when the host has none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxBundle {
+    pub path: PathBuf,
+    pub host: Option<PathBuf>,
+}
+
+/// The sandbox's bundle for moat's CA at `cert_path` and the host's roots
+/// (the first readable of `candidates`, normally [`BUNDLE_PATHS`]).
+///
+/// Made once and kept: its name is a digest of what the two inputs' file
+/// metadata say (device, inode, size, change and modification times), so
+/// a run pays a few `stat`s instead of reading, joining and writing
+/// 200 KB, and a changed host bundle or a new CA gets a new file. Written
+/// to a temporary name, synced and linked into place, so a crash never
+/// leaves a short bundle under a name a later run would trust.
+pub fn sandbox_bundle(
+    data_dir: &Path,
+    cert_path: &Path,
+    candidates: &[&str],
+) -> Result<SandboxBundle> {
+    use sha2::Digest as _;
+    let host = candidates.iter().find_map(|p| {
+        let f = File::open(p).ok()?;
+        let md = f.metadata().ok()?;
+        md.is_file().then(|| (PathBuf::from(p), f, md))
+    });
+    let cert_md = fs::metadata(cert_path).with_context(|| format!("{}", cert_path.display()))?;
+    let mut id = sha2::Sha256::new();
+    let mut stamp = |path: &Path, md: &fs::Metadata| {
+        id.update(path.as_os_str().as_encoded_bytes());
+        for n in [
+            md.dev(),
+            md.ino(),
+            md.size(),
+            md.mtime() as u64,
+            md.mtime_nsec() as u64,
+            md.ctime() as u64,
+            md.ctime_nsec() as u64,
+        ] {
+            id.update(n.to_le_bytes());
+        }
+    };
+    if let Some((path, _, md)) = &host {
+        stamp(path, md);
+    }
+    stamp(cert_path, &cert_md);
+    let id: String = id.finalize()[..12]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let dir = data_dir.join(BUNDLE_DIR);
+    let path = dir.join(format!("ca-bundle-{id}.pem"));
+    let made = SandboxBundle {
+        path: path.clone(),
+        host: host.as_ref().map(|(p, _, _)| p.clone()),
+    };
+    if fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
+        return Ok(made);
+    }
+
+    ensure_private_dir(&dir)?;
+    let host_pem = match host {
+        Some((p, mut f, _)) => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut f, &mut text)
+                .with_context(|| format!("reading the host's CA bundle {}", p.display()))?;
+            text
+        }
+        None => String::new(),
+    };
+    let cert_pem = read(cert_path)?;
+    write_once(&dir, &path, bundle(&host_pem, &cert_pem).as_bytes(), 0o644)?;
+    forget_old_bundles(&dir, &path);
+    Ok(made)
+}
+
+/// Like [`write_atomic`], but never replaces: a run that found the file
+/// holds it open by descriptor to bind it, and a file renamed over would
+/// leave it holding a deleted one, which the kernel refuses to bind. When
+/// another run made the file first, its copy (of the same inputs) stands.
+fn write_once(dir: &Path, path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    let rnd = random_bytes::<6>()?;
+    let tmp = dir.join(format!(
+        ".new.{}.{}.tmp",
+        std::process::id(),
+        rnd.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    ));
+    let result = (|| -> std::io::Result<()> {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)?;
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        match fs::hard_link(&tmp, path) {
+            Err(e) if e.kind() != ErrorKind::AlreadyExists => Err(e),
+            _ => Ok(()),
+        }
+    })();
+    let _ = fs::remove_file(&tmp);
+    result.map_err(|e| anyhow!("writing {}: {e}", path.display()))
+}
+
+/// Removes bundles made from inputs that have since changed, once they are
+/// a day old: a run that started just before the change may still be
+/// about to bind the one it chose.
+fn forget_old_bundles(dir: &Path, keep: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let day = Duration::from_secs(86_400);
+    for e in entries.flatten() {
+        let p = e.path();
+        let name = e.file_name();
+        let ours = name
+            .to_str()
+            .is_some_and(|n| n.starts_with("ca-bundle-") && n.ends_with(".pem"));
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > day);
+        if ours && old && p != keep {
+            let _ = fs::remove_file(&p);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -411,12 +570,130 @@ mod tests {
             .filter(|l| !l.starts_with("-----"))
             .collect();
         assert!(!key_body.is_empty());
-        let bundle = bundle("host roots\n", &ca);
+        let bundle = bundle("host roots\n", &ca.cert_pem);
         for line in key_body {
             assert!(!cert_file.contains(line));
             assert!(!bundle.contains(line));
         }
         assert!(!format!("{ca:?}").contains(&ca.key_pem));
+    }
+
+    /// The sandbox's bundle is made once per host bundle and CA, reused
+    /// while neither changes, remade when one does; stale ones go once a
+    /// day old.
+    #[test]
+    fn sandbox_bundle_is_cached_by_its_inputs() {
+        use std::os::unix::fs::MetadataExt;
+        let t = tempfile::tempdir().unwrap();
+        let data = t.path().join("moat");
+        let cert = ensure(&data).unwrap();
+        let host = t.path().join("roots.pem");
+        fs::write(
+            &host,
+            "-----BEGIN CERTIFICATE-----\nHOST\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let missing = t.path().join("missing.pem");
+        let candidates = [missing.to_str().unwrap(), host.to_str().unwrap()];
+
+        let a = sandbox_bundle(&data, &cert, &candidates).unwrap();
+        assert_eq!(a.host.as_deref(), Some(host.as_path()));
+        assert_eq!(a.path.parent().unwrap(), data.join(BUNDLE_DIR));
+        assert_eq!(mode(&data.join(BUNDLE_DIR)), 0o700);
+        assert_eq!(mode(&a.path), 0o644);
+        let cert_pem = fs::read_to_string(&cert).unwrap();
+        let text = fs::read_to_string(&a.path).unwrap();
+        assert_eq!(text, bundle(&fs::read_to_string(&host).unwrap(), &cert_pem));
+        assert!(!text.contains("PRIVATE KEY"));
+
+        // Reused as it is: same file, not rewritten.
+        let ino = fs::metadata(&a.path).unwrap().ino();
+        let b = sandbox_bundle(&data, &cert, &candidates).unwrap();
+        assert_eq!(b, a);
+        assert_eq!(fs::metadata(&b.path).unwrap().ino(), ino);
+
+        // A changed host bundle gets a new file with its text (sizes differ:
+        // two writes may fall in one tick of the file time stamps).
+        fs::write(
+            &host,
+            "-----BEGIN CERTIFICATE-----\nNEW-ROOTS\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let c = sandbox_bundle(&data, &cert, &candidates).unwrap();
+        assert_ne!(c.path, a.path);
+        assert!(fs::read_to_string(&c.path).unwrap().contains("NEW-ROOTS"));
+        // The old one is kept while young (a run may be about to bind it)...
+        assert!(a.path.exists());
+
+        // ...and goes once it is a day old.
+        let old = SystemTime::now() - Duration::from_secs(2 * 86_400);
+        File::options()
+            .write(true)
+            .open(&a.path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        fs::write(
+            &host,
+            "-----BEGIN CERTIFICATE-----\nNEWER-ROOTS-AGAIN\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let d = sandbox_bundle(&data, &cert, &candidates).unwrap();
+        assert!(!a.path.exists(), "a stale bundle was left behind");
+        assert!(c.path.exists() && d.path.exists());
+
+        // No host bundle: moat's CA alone.
+        let e = sandbox_bundle(&data, &cert, &[missing.to_str().unwrap()]).unwrap();
+        assert_eq!(e.host, None);
+        assert_eq!(fs::read_to_string(&e.path).unwrap(), bundle("", &cert_pem));
+
+        // A new CA (the old pair removed) gets a new bundle too.
+        fs::remove_file(data.join(CERT_FILE)).unwrap();
+        fs::remove_file(data.join(KEY_FILE)).unwrap();
+        let cert2 = ensure(&data).unwrap();
+        let f = sandbox_bundle(&data, &cert2, &candidates).unwrap();
+        assert_ne!(f.path, d.path);
+        assert!(fs::read_to_string(&f.path)
+            .unwrap()
+            .ends_with(&fs::read_to_string(&cert2).unwrap()));
+    }
+
+    /// Two runs making the same bundle at once: the second never replaces
+    /// the first's file (the first may hold it open to bind it).
+    #[test]
+    fn a_made_bundle_is_never_replaced() {
+        use std::os::unix::fs::MetadataExt;
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("ca-bundle-x.pem");
+        write_once(t.path(), &path, b"first", 0o644).unwrap();
+        let held = File::open(&path).unwrap();
+        write_once(t.path(), &path, b"second", 0o644).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"first");
+        assert_eq!(
+            held.metadata().unwrap().nlink(),
+            1,
+            "the file held open was unlinked"
+        );
+        let names: Vec<_> = fs::read_dir(t.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["ca-bundle-x.pem"], "temporary files left behind");
+    }
+
+    /// `ensure` makes the CA on first use and checks the key file's mode
+    /// without reading the pair.
+    #[test]
+    fn ensure_creates_then_checks_the_key_file() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("moat");
+        let cert = ensure(&dir).unwrap();
+        assert_eq!(cert, dir.join(CERT_FILE));
+        assert_eq!(mode(&dir.join(KEY_FILE)), 0o600);
+        assert_eq!(ensure(&dir).unwrap(), cert);
+        fs::set_permissions(dir.join(KEY_FILE), fs::Permissions::from_mode(0o644)).unwrap();
+        let e = ensure(&dir).unwrap_err().to_string();
+        assert!(e.contains("readable by others"), "{e}");
     }
 
     /// Signs a leaf for `example.test` with the CA and asks rustls, as a
@@ -616,11 +893,16 @@ mod tests {
         let ca = load_or_create(t.path()).unwrap();
         let b = bundle(
             "-----BEGIN CERTIFICATE-----\nX\n-----END CERTIFICATE-----",
-            &ca,
+            &ca.cert_pem,
         );
         assert!(b.starts_with("-----BEGIN CERTIFICATE-----\nX\n-----END CERTIFICATE-----\n"));
         assert!(b.ends_with(&ca.cert_pem));
-        assert_eq!(bundle("", &ca).matches("BEGIN CERTIFICATE").count(), 1);
+        assert_eq!(
+            bundle("", &ca.cert_pem)
+                .matches("BEGIN CERTIFICATE")
+                .count(),
+            1
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::sandbox::{self, Outcome, PrepareProxy, Spec};
 use crate::workspace;
 use anyhow::{anyhow, bail, Context as _, Result};
 use std::ffi::CString;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 /// Exit status for moat's own failures (bad profile, setup error), kept
@@ -74,43 +74,6 @@ pub struct Prepared {
     pub audit_start: serde_json::Value,
 }
 
-/// A private directory on the host for this run's files (the CA bundle the
-/// sandbox sees), removed when dropped.
-struct RunFiles(PathBuf);
-
-impl RunFiles {
-    fn create(run_id: &str) -> Result<RunFiles> {
-        let dir = std::env::temp_dir().join(format!("moat-run-{run_id}"));
-        // Not recursive: an existing directory (planted by someone else)
-        // is an error, not something to write into.
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&dir)
-            .with_context(|| format!("creating {}", dir.display()))?;
-        Ok(RunFiles(dir))
-    }
-
-    fn write(&self, name: &str, data: &[u8]) -> Result<PathBuf> {
-        let path = self.0.join(name);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&path)
-            .with_context(|| format!("creating {}", path.display()))?;
-        std::io::Write::write_all(&mut f, data)
-            .with_context(|| format!("writing {}", path.display()))?;
-        Ok(path)
-    }
-}
-
-impl Drop for RunFiles {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// What a run with a network needs beyond the profile: the proxy's
 /// variables, its starter and its log.
 struct Network {
@@ -138,41 +101,32 @@ fn prepare_network(
         .map_err(|e| anyhow!("profile `{}`: {e:#}", profile.name))?;
 
     let data_dir = crate::ca::data_dir(&caller.home);
-    let mut ca = crate::ca::load_or_create(&data_dir).context("moat's CA")?;
-    // The supervisor is about to be copied into the sandbox's init: the
-    // key is read again after that, by the proxy, and not kept until then.
-    let mut key = std::mem::take(&mut ca.key_pem).into_bytes();
-    key.fill(0);
-    drop(key);
-    let (host_path, host_pem) = crate::ca::host_bundle().unwrap_or_default();
-    let files = RunFiles::create(run_id)?;
-    let bundle = files.write(
-        "ca-bundle.pem",
-        crate::ca::bundle(&host_pem, &ca).as_bytes(),
-    )?;
-    let bound = mount_plan::overlay_file(plan, &bundle, crate::ca::BUNDLE_PATHS, &RealHost);
+    let cert_path = crate::ca::ensure(&data_dir).context("moat's CA")?;
+    let bundle = crate::ca::sandbox_bundle(&data_dir, &cert_path, crate::ca::BUNDLE_PATHS)
+        .context("the sandbox's CA bundle")?;
+    let bound = mount_plan::overlay_file(plan, &bundle.path, crate::ca::BUNDLE_PATHS, &RealHost);
     if bound.is_empty() {
         eprintln!(
             "moat: warning: no CA bundle of the host ({}) is visible in the sandbox, so \
              HTTPS clients there will not trust moat's CA ({})",
             crate::ca::BUNDLE_PATHS.join(", "),
-            ca.cert_path.display()
+            cert_path.display()
         );
     }
     if verbose {
         eprintln!(
-            "moat: network: {} through 127.0.0.1:{}; CA {}; host roots from {}",
+            "moat: network: {} through 127.0.0.1:{}; CA {}; sandbox bundle {} (host roots from {})",
             match net.mode {
                 NetworkMode::Allowlist => "allowlist",
                 NetworkMode::Open => "open",
                 NetworkMode::None => "none",
             },
             net.proxy_port,
-            ca.cert_path.display(),
-            if host_pem.is_empty() {
-                "nowhere".to_string()
-            } else {
-                host_path.display().to_string()
+            cert_path.display(),
+            bundle.path.display(),
+            match &bundle.host {
+                Some(p) => p.display().to_string(),
+                None => "nowhere".to_string(),
             }
         );
     }
@@ -202,9 +156,6 @@ fn prepare_network(
         };
         let ready = crate::proxy::prepare_audited(cfg, audit).map_err(|e| e.to_string())?;
         Ok(Box::new(move |listener| {
-            // Init has mounted the bundle by now (it binds the socket after
-            // the file system): the host copy has done its job.
-            drop(files);
             // A proxy that cannot start must stop the run before the
             // command exists, however long the failure takes to show;
             // tests have no other reliable way to make a slow start fail.
@@ -611,9 +562,11 @@ fn record_end(
     if let Some(f) = audit.failure() {
         return Err(f);
     }
-    for line in &report.ended_by {
-        audit.event("limit", serde_json::json!({ "reason": line }))?;
-    }
+    let mut batch: Vec<(&str, serde_json::Value)> = report
+        .ended_by
+        .iter()
+        .map(|line| ("limit", serde_json::json!({ "reason": line })))
+        .collect();
     let (how, signal, message) = match &report.outcome {
         Outcome::Finished(s) if libc::WIFSIGNALED(*s) => {
             ("signaled", Some(libc::WTERMSIG(*s)), None)
@@ -622,7 +575,7 @@ fn record_end(
         Outcome::NotStarted { message, .. } => ("not_started", None, Some(message.clone())),
         Outcome::TimedOut => ("timed_out", None, None),
     };
-    audit.event(
+    batch.push((
         "exit",
         serde_json::json!({
             "exit_code": report.outcome.exit_code(),
@@ -634,8 +587,9 @@ fn record_end(
             "requests": report.network.as_ref().map(|n| n.requests),
             "denied": report.network.as_ref().map(|n| n.denied),
         }),
-    )?;
-    audit.finish()
+    ));
+    // One write: the exit and the run's last checkpoint.
+    audit.finish_with(&batch)
 }
 
 /// Runs `moat exec`; returns the process exit status.

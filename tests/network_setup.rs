@@ -467,13 +467,39 @@ sandbox_test! {
 }
 
 sandbox_test! {
-    /// The run's private copy of the bundle on the host is gone after the
-    /// run, and the request log goes in the runs directory under the run's
-    /// id.
-    fn run_files_are_cleaned_up(r: &Runner) {
+    /// The sandbox's bundle comes from a copy kept in moat's private data
+    /// directory, made once and bound read-only by every run after it; the
+    /// request log goes in the runs directory under the run's id.
+    fn bundle_copy_is_kept_private_and_reused(r: &Runner) {
         let ws = r.workspace();
+        let bundle_of = |out: &Output| -> PathBuf {
+            let line = out
+                .stderr
+                .lines()
+                .find(|l| l.starts_with("moat: network: "))
+                .unwrap_or_else(|| panic!("no network line{out}"));
+            let rest = line
+                .split_once("; sandbox bundle ")
+                .unwrap_or_else(|| panic!("-v names no sandbox bundle{out}"))
+                .1;
+            PathBuf::from(rest.split_once(" (").unwrap().0)
+        };
         let out = r.exec(&ws).arg("-v").cmd(["cat", BUNDLE]).run();
         out.assert_ok();
+        let copy = bundle_of(&out);
+        let dir = copy.parent().unwrap();
+        assert_eq!(dir, data_dir(r).join("bundles"), "{out}");
+        assert_eq!(fs::metadata(dir).unwrap().mode() & 0o777, 0o700, "{}", dir.display());
+        assert_eq!(
+            fs::read_to_string(&copy).unwrap(),
+            out.stdout,
+            "the sandbox must see the kept copy{out}"
+        );
+        let inode = fs::metadata(&copy).unwrap().ino();
+        let again = r.exec(&ws).arg("-v").cmd(["true"]).run();
+        again.assert_ok();
+        assert_eq!(bundle_of(&again), copy, "the second run made another copy{again}");
+        assert_eq!(fs::metadata(&copy).unwrap().ino(), inode, "the copy was rewritten{again}");
         let record = out
             .stderr
             .lines()
@@ -481,8 +507,6 @@ sandbox_test! {
             .unwrap_or_else(|| panic!("no run record line{out}"));
         let record = Path::new(record.trim());
         let id = record.file_stem().unwrap().to_str().unwrap();
-        let private = Path::new("/tmp").join(format!("moat-run-{id}"));
-        assert!(!private.exists(), "{} left behind{out}", private.display());
         let runs = record.parent().unwrap();
         assert_eq!(
             fs::metadata(runs).unwrap().mode() & 0o077,

@@ -8,6 +8,7 @@ use anyhow::Result;
 use serde_json::Value;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -23,6 +24,8 @@ pub struct Recorder {
     /// pidfd of the sandbox's init, once it exists.
     target: Mutex<Option<OwnedFd>>,
     ticker: Mutex<Option<(mpsc::Sender<()>, JoinHandle<()>)>>,
+    /// Set when the run's last checkpoint is written.
+    finished: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -40,6 +43,7 @@ impl Recorder {
             failure: Mutex::new(None),
             target: Mutex::new(None),
             ticker: Mutex::new(None),
+            finished: AtomicBool::new(false),
         }))
     }
 
@@ -69,12 +73,31 @@ impl Recorder {
     }
 
     fn append(&self, batch: &[(&str, Value)], checkpoint: bool) -> Result<(), String> {
+        self.append_to(&mut lock(&self.log), batch, checkpoint)
+    }
+
+    /// The ticker's checkpoint: none once the run's last one is signed.
+    /// Checked under the log's lock, so none can follow the last.
+    fn tick(&self) -> Result<(), String> {
+        let mut log = lock(&self.log);
+        if self.finished.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.append_to(&mut log, &[], true)
+    }
+
+    fn append_to(
+        &self,
+        log: &mut Log,
+        batch: &[(&str, Value)],
+        checkpoint: bool,
+    ) -> Result<(), String> {
         if let Some(f) = lock(&self.failure).clone() {
             return Err(f);
         }
-        let r = lock(&self.log).append(&self.run, batch, checkpoint);
+        let r = log.append(&self.run, batch, checkpoint);
         r.map(|_| ()).map_err(|e| {
-            let path = lock(&self.log).path().display().to_string();
+            let path = log.path().display().to_string();
             let msg = format!(
                 "the audit log {path} cannot be written ({e:#}); the run was stopped so that nothing goes unrecorded (free space or fix the permissions of {path}, then run again)"
             );
@@ -122,6 +145,9 @@ impl Recorder {
         }
         // SAFETY: `fd` was just returned to us and is owned by nothing else.
         *lock(&self.target) = Some(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+        // Init exists: the signing key no longer needs wiping between
+        // checkpoints.
+        lock(&self.log).keep_signing_key();
         let (tx, rx) = mpsc::channel::<()>();
         let me = Arc::downgrade(self);
         let thread = std::thread::Builder::new()
@@ -129,7 +155,7 @@ impl Recorder {
             .spawn(move || {
                 while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(TICK) {
                     let Some(r) = me.upgrade() else { break };
-                    if r.checkpoint().is_err() {
+                    if r.tick().is_err() {
                         break;
                     }
                 }
@@ -141,12 +167,22 @@ impl Recorder {
 
     /// Stops the periodic checkpoints and signs the end of the run.
     pub fn finish(&self) -> Result<(), String> {
-        if let Some((tx, t)) = lock(&self.ticker).take() {
+        self.finish_with(&[])
+    }
+
+    /// [`Recorder::finish`], recording `batch` in the same write as the
+    /// last checkpoint.
+    pub fn finish_with(&self, batch: &[(&str, Value)]) -> Result<(), String> {
+        // The ticker ends by itself once its channel closes, and is not
+        // waited for: from here on it writes nothing (see `tick`).
+        if let Some((tx, _thread)) = lock(&self.ticker).take() {
             drop(tx);
-            let _ = t.join();
         }
+        let mut log = lock(&self.log);
+        self.finished.store(true, Ordering::SeqCst);
         *lock(&self.target) = None;
-        self.checkpoint()?;
+        self.append_to(&mut log, batch, true)?;
+        drop(log);
         match self.failure() {
             Some(f) => Err(f),
             None => Ok(()),

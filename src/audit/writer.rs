@@ -76,6 +76,12 @@ pub struct Log {
     public_hex: String,
     tip: Option<Tip>,
     pub checkpoint_every: u64,
+    /// Read at a checkpoint; kept for the next only once
+    /// [`Log::keep_signing_key`] says so (after the sandbox's init is
+    /// cloned, so that no process of the sandbox ever holds it), wiped
+    /// after use until then.
+    signing: Option<ed25519_dalek::SigningKey>,
+    keep_signing: bool,
 }
 
 /// Holds `flock(LOCK_EX)` until dropped.
@@ -130,6 +136,8 @@ impl Log {
             public_hex,
             tip: None,
             checkpoint_every: CHECKPOINT_EVERY,
+            signing: None,
+            keep_signing: false,
         })
     }
 
@@ -137,10 +145,29 @@ impl Log {
         &self.path
     }
 
+    /// From now on the signing key stays loaded between checkpoints.
+    pub fn keep_signing_key(&mut self) {
+        self.keep_signing = true;
+    }
+
     /// Appends `events` for `run`, with checkpoints as the policy wants
     /// them, and a final one when `checkpoint` is set (unless the chain
     /// already ends with one). Returns the number of lines written.
     pub fn append(
+        &mut self,
+        run: &str,
+        events: &[(&str, Value)],
+        checkpoint: bool,
+    ) -> Result<usize> {
+        let r = self.append_inner(run, events, checkpoint);
+        if !self.keep_signing {
+            // Dropping the key wipes it.
+            self.signing = None;
+        }
+        r
+    }
+
+    fn append_inner(
         &mut self,
         run: &str,
         events: &[(&str, Value)],
@@ -172,7 +199,7 @@ impl Log {
             .map_or(GENESIS.to_string(), |l| l.1.clone());
         let mut last_is_cp = tip.last.as_ref().is_some_and(|l| l.2);
         let mut last_cp = tip.last_checkpoint;
-        let mut key = None;
+        let key = &mut self.signing;
         let mut buf = Vec::with_capacity(512 * (events.len() + 1));
         let mut lines = 0;
         let mut head = None;
@@ -184,7 +211,7 @@ impl Log {
         };
         let mut cp = |next: &mut u64, prev: &mut String, buf: &mut Vec<u8>| -> Result<Entry> {
             if key.is_none() {
-                key = Some(sign::load_signing(&self.data_dir)?);
+                *key = Some(sign::load_signing(&self.data_dir)?);
             }
             let covered = *next - 1;
             let sig = sign::sign(key.as_ref().expect("loaded"), covered, prev);

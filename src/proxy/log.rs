@@ -65,7 +65,8 @@ pub struct CredentialUse {
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Msg {
     Entry(Entry),
-    Stop,
+    /// Write what is queued, flush, then say so on the sender.
+    Stop(mpsc::Sender<()>),
 }
 
 /// The log file of run `id` in `runs_dir`.
@@ -107,11 +108,18 @@ impl Writer {
         })
     }
 
-    /// Writes what is queued, flushes, and ends the thread.
+    /// Writes what is queued, flushes, and ends the thread. Returns once
+    /// everything is written (and audited), without waiting for the thread
+    /// to wind down: nothing it does after that matters.
     pub fn finish(&mut self) {
-        let _ = self.tx.send(Msg::Stop);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        if self.thread.take().is_none() {
+            return;
+        }
+        let (done_tx, done_rx) = mpsc::channel();
+        // A thread that is gone (or dies before it answers) drops the
+        // sender, and the wait ends at once.
+        if self.tx.send(Msg::Stop(done_tx)).is_ok() {
+            let _ = done_rx.recv();
         }
     }
 }
@@ -159,15 +167,23 @@ fn write_loop(
             }
         }
     };
+    let mut done = None;
     'outer: while let Ok(msg) = rx.recv() {
         match msg {
             Msg::Entry(e) => write(&mut out, e, &mut failed, &mut audited),
-            Msg::Stop => break,
+            Msg::Stop(ack) => {
+                done = Some(ack);
+                break;
+            }
         }
         loop {
             match rx.try_recv() {
                 Ok(Msg::Entry(e)) => write(&mut out, e, &mut failed, &mut audited),
-                Ok(Msg::Stop) | Err(mpsc::TryRecvError::Disconnected) => break 'outer,
+                Ok(Msg::Stop(ack)) => {
+                    done = Some(ack);
+                    break 'outer;
+                }
+                Err(mpsc::TryRecvError::Disconnected) => break 'outer,
                 Err(mpsc::TryRecvError::Empty) => break,
             }
         }
@@ -184,6 +200,9 @@ fn write_loop(
     let _ = out.flush();
     if let Some(a) = &audit {
         let _ = a.events("request", std::mem::take(&mut audited));
+    }
+    if let Some(ack) = done {
+        let _ = ack.send(());
     }
 }
 

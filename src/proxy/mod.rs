@@ -115,6 +115,7 @@ pub(crate) struct Shared {
 pub struct Handle {
     stop: watch::Sender<bool>,
     thread: Option<std::thread::JoinHandle<()>>,
+    drained: std::sync::mpsc::Receiver<()>,
     writer: log::Writer,
     sink: Arc<Sink>,
     addr: SocketAddr,
@@ -188,6 +189,8 @@ pub struct Ready {
     ready_rx: std::sync::mpsc::Receiver<io::Result<()>>,
     stop: watch::Sender<bool>,
     thread: std::thread::JoinHandle<()>,
+    /// Says when no connection is left, so nothing more will be logged.
+    drained: std::sync::mpsc::Receiver<()>,
     writer: log::Writer,
     sink: Arc<Sink>,
 }
@@ -238,6 +241,7 @@ fn prepare(
     let max_connections = opts.max_connections.max(1);
     let (listener_tx, listener_rx) = std::sync::mpsc::channel::<std::net::TcpListener>();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (drained_tx, drained) = std::sync::mpsc::channel::<()>();
     let thread = std::thread::Builder::new()
         .name("moat-proxy".into())
         .spawn(move || {
@@ -270,16 +274,26 @@ fn prepare(
                 }
             };
             let _ = ready_tx.send(Ok(()));
+            let ours = Arc::clone(&shared);
             rt.block_on(accept_loop(listener, shared, stop_rx, max_connections));
+            // Every task that logs holds `Shared`. With none left, every
+            // log line is sent, and the run need not wait for the
+            // runtime's threads to wind down.
+            if Arc::strong_count(&ours) == 1 {
+                let _ = drained_tx.send(());
+            }
+            drop(ours);
             // Tunnels still open are cut here; their log lines are sent as
             // their tasks are dropped.
             rt.shutdown_timeout(Duration::from_millis(200));
+            let _ = drained_tx.send(());
         })?;
     Ok(Ready {
         listener_tx,
         ready_rx,
         stop,
         thread,
+        drained,
         writer,
         sink,
     })
@@ -295,6 +309,7 @@ impl Ready {
             ready_rx,
             stop,
             thread,
+            drained,
             writer,
             sink,
         } = self;
@@ -317,6 +332,7 @@ impl Ready {
         Ok(Handle {
             stop,
             thread: Some(thread),
+            drained,
             writer,
             sink,
             addr,
@@ -427,8 +443,9 @@ impl Handle {
 
     fn stop(&mut self) {
         let _ = self.stop.send(true);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        if self.thread.take().is_some() {
+            // Ends early when the thread dies: its sender goes with it.
+            let _ = self.drained.recv();
         }
         self.writer.finish();
     }

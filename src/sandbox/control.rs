@@ -12,10 +12,12 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 /// Messages, each one datagram: a tag byte and a payload.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Msg {
-    /// Supervisor -> init, twice: first when the user namespace maps are
-    /// written (build the sandbox), then when init is in the run's cgroup
-    /// and the proxy, if any, accepts on its socket (start the command).
+    /// Supervisor -> init: init is in the run's cgroup and the proxy, if
+    /// any, accepts on its socket (start the command).
     Go,
+    /// Init -> supervisor: init could not map its ids in its new user
+    /// namespace (errno, and what it was writing).
+    MapFailed { errno: i32, what: String },
     /// Init -> supervisor: the pty master (sent with the fd).
     Pty,
     /// Init -> supervisor: the proxy's listening socket, bound inside the
@@ -50,6 +52,11 @@ impl Msg {
                 v.extend_from_slice(&errno.to_le_bytes());
                 v.extend_from_slice(what.as_bytes());
             }
+            Msg::MapFailed { errno, what } => {
+                v.push(b'M');
+                v.extend_from_slice(&errno.to_le_bytes());
+                v.extend_from_slice(what.as_bytes());
+            }
             Msg::Hardened(s) => {
                 v.push(b'H');
                 v.extend_from_slice(s.as_bytes());
@@ -73,6 +80,10 @@ impl Msg {
             b'L' => Msg::Listener,
             b'F' => Msg::SetupFailed(String::from_utf8_lossy(rest).into_owned()),
             b'N' => Msg::ExecFailed {
+                errno: int(rest)?,
+                what: String::from_utf8_lossy(&rest[4..]).into_owned(),
+            },
+            b'M' => Msg::MapFailed {
                 errno: int(rest)?,
                 what: String::from_utf8_lossy(&rest[4..]).into_owned(),
             },
@@ -176,6 +187,10 @@ mod tests {
             Msg::ExecFailed {
                 errno: 2,
                 what: "foo".into(),
+            },
+            Msg::MapFailed {
+                errno: 1,
+                what: "writing /proc/self/uid_map".into(),
             },
         ] {
             a.send(&m).unwrap();

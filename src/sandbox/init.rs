@@ -4,13 +4,13 @@
 //! other process in the pid namespace, so nothing outlives the run.
 
 use super::control::{Channel, Msg};
-use super::{mounts, net, Spec};
+use super::{mounts, net, spawn, Spec};
 use nix::errno::Errno;
 use nix::fcntl::{open, OFlag};
-use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow, Signal};
+use nix::sys::signal::{SigSet, Signal};
 use nix::sys::stat::Mode;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{fork, ForkResult, Pid};
+use nix::unistd::Pid;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
 
@@ -45,36 +45,21 @@ pub fn run(spec: &Spec, chan: Channel) -> ! {
     close_inherited_fds(chan.0.as_raw_fd());
     scrub_host_strings();
 
-    // The supervisor writes our uid/gid maps, then says go. End of stream
-    // here means it died before that: nothing to do.
-    match chan.recv() {
-        Ok(Some((Msg::Go, _))) => {}
-        _ => exit(1),
+    // Init maps its own ids (a process may map its own uid and gid in a
+    // user namespace it is root in), so it builds at once instead of
+    // waiting for the supervisor to write the maps and say so.
+    if let Err((errno, what)) = map_own_ids(spec.uid, spec.gid) {
+        let _ = chan.send(&Msg::MapFailed { errno, what });
+        exit(1);
     }
-    let built = match setup(spec) {
-        Ok(b) => b,
-        Err(e) => {
-            let _ = chan.send(&Msg::SetupFailed(e));
-            exit(1);
-        }
-    };
-    let slave = match built.pty {
-        Some((master, index)) => {
-            copy_window_size(&master);
-            if chan
-                .send_with_fd(&Msg::Pty, Some(master.as_raw_fd()))
-                .is_err()
-            {
-                exit(1);
-            }
-            Some(format!("/dev/pts/{index}"))
-        }
-        None => None,
-    };
+    if let Err(e) = setup_network(spec) {
+        let _ = chan.send(&Msg::SetupFailed(e));
+        exit(1);
+    }
 
-    // The proxy's socket is made here, in the sandbox's network namespace,
-    // and handed over before any layer goes on: the supervisor accepts on
-    // it from the host side. Init keeps no copy, so neither does the
+    // The proxy's socket is made first, in the sandbox's network
+    // namespace, so the supervisor starts the proxy on it while init
+    // builds the file system. Init keeps no copy, so neither does the
     // command.
     if let Some(port) = spec.proxy_port {
         let listener = match proxy_listener(port) {
@@ -95,9 +80,32 @@ pub fn run(spec: &Spec, chan: Channel) -> ! {
         }
         drop(listener);
     }
+
+    let built = match mounts::build_root(&spec.plan, spec.use_pty) {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = chan.send(&Msg::SetupFailed(e.to_string()));
+            exit(1);
+        }
+    };
+    let slave = match built.pty {
+        Some((master, index)) => {
+            copy_window_size(&master);
+            if chan
+                .send_with_fd(&Msg::Pty, Some(master.as_raw_fd()))
+                .is_err()
+            {
+                exit(1);
+            }
+            Some(format!("/dev/pts/{index}"))
+        }
+        None => None,
+    };
+
     // The supervisor puts us in the run's cgroup while we build (moving a
     // task between cgroups can wait out an RCU grace period, milliseconds
-    // better spent here) and starts the proxy on that socket. Nothing
+    // better spent here) and starts the proxy on that socket. It may have
+    // died meanwhile: end of stream here means nothing runs. Nothing
     // limits the command or confines its traffic before both are done:
     // wait for the word, so a proxy that fails to start never leaves a
     // command running.
@@ -200,17 +208,35 @@ fn scrub_host_strings() {
     }
 }
 
+/// Maps `uid` and `gid` (the caller's, which this process still has in
+/// the parent namespace) to themselves in init's user namespace.
+fn map_own_ids(uid: u32, gid: u32) -> Result<(), (i32, String)> {
+    let write = |file: &str, data: String| {
+        let path = format!("/proc/self/{file}");
+        std::fs::write(&path, data).map_err(|e| {
+            (
+                e.raw_os_error().unwrap_or(libc::EPERM),
+                format!("writing {path}: {e}"),
+            )
+        })
+    };
+    // Without CAP_SETGID in the parent namespace, setgroups must be given
+    // up before a gid map may be written.
+    write("setgroups", "deny".into())?;
+    write("uid_map", format!("{uid} {uid} 1\n"))?;
+    write("gid_map", format!("{gid} {gid} 1\n"))
+}
+
 fn exit(code: i32) -> ! {
     // SAFETY: _exit ends the process without running the parent's atexit
     // handlers or flushing its stdio buffers copied by clone.
     unsafe { libc::_exit(code) }
 }
 
-fn setup(spec: &Spec) -> Result<mounts::Built, String> {
-    let built = mounts::build_root(&spec.plan, spec.use_pty).map_err(|e| e.to_string())?;
+/// The host name, and `lo` up (the proxy's socket is bound on it).
+fn setup_network(spec: &Spec) -> Result<(), String> {
     nix::unistd::sethostname(&spec.hostname).map_err(|e| format!("sethostname: {}", e.desc()))?;
-    net::loopback_up().map_err(|e| format!("bringing up lo: {}", e.desc()))?;
-    Ok(built)
+    net::loopback_up().map_err(|e| format!("bringing up lo: {}", e.desc()))
 }
 
 /// A listening TCP socket on 127.0.0.1:`port`. Close-on-exec, so that even
@@ -263,106 +289,22 @@ fn copy_window_size(master: &OwnedFd) {
     }
 }
 
-/// Forks the command. Reports exec failure through a close-on-exec pipe:
-/// end of file there means the exec succeeded.
+/// Starts the command as init's child. Returns once it runs, or why it
+/// could not.
 fn start_command(spec: &Spec, slave: Option<&str>) -> Result<Pid, (i32, String)> {
-    let (rd, wr) =
-        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| (e as i32, "pipe".to_string()))?;
     let cwd = CString::new(spec.cwd.as_os_str().as_encoded_bytes()).unwrap_or_default();
-    let candidates = spec.exec_candidates();
     let slave = slave.map(|s| CString::new(s).unwrap_or_default());
-    // SAFETY: init is single-threaded, so the child may run arbitrary code.
-    match unsafe { fork() } {
-        Err(e) => Err((e as i32, "fork".to_string())),
-        Ok(ForkResult::Child) => {
-            drop(rd);
-            let fail = |errno: i32, stage: u8| -> ! {
-                let mut b = [0u8; 5];
-                b[0] = stage;
-                b[1..].copy_from_slice(&errno.to_le_bytes());
-                let _ = nix::unistd::write(&wr, &b);
-                exit(if errno == libc::ENOENT { 127 } else { 126 });
-            };
-            if let Err(e) = prepare_child(&cwd, slave.as_deref()) {
-                fail(e as i32, b'c');
-            }
-            let mut last = libc::ENOENT;
-            for path in &candidates {
-                let Err(e) = nix::unistd::execve(path, &spec.argv, &spec.env);
-                match e {
-                    Errno::ENOENT | Errno::ENOTDIR => {}
-                    other => last = other as i32,
-                }
-            }
-            fail(last, b'x')
-        }
-        Ok(ForkResult::Parent { child }) => {
-            drop(wr);
-            let mut b = [0u8; 5];
-            let n = loop {
-                match nix::unistd::read(&rd, &mut b) {
-                    Err(Errno::EINTR) => continue,
-                    other => break other.unwrap_or(0),
-                }
-            };
-            if n == 5 {
-                let errno = i32::from_le_bytes(b[1..].try_into().unwrap());
-                let _ = waitpid(child, None);
-                let what = if b[0] == b'c' {
-                    format!(
-                        "preparing to run (working directory {})",
-                        spec.cwd.display()
-                    )
-                } else {
-                    spec.argv[0].to_string_lossy().into_owned()
-                };
-                return Err((errno, what));
-            }
-            Ok(child)
-        }
-    }
-}
-
-/// In the forked command, before exec: own session (so the caller's
-/// terminal signals reach it only through moat), the pty as its terminal,
-/// default signal handling.
-fn prepare_child(cwd: &CString, slave: Option<&std::ffi::CStr>) -> Result<(), Errno> {
-    nix::unistd::setsid()?;
-    if let Some(slave) = slave {
-        // SAFETY: plain syscalls on descriptors this process owns; the
-        // path is a valid C string.
-        unsafe {
-            let fd = libc::open(slave.as_ptr(), libc::O_RDWR);
-            if fd < 0 {
-                return Err(Errno::last());
-            }
-            if libc::ioctl(fd, libc::TIOCSCTTY, 0) < 0 {
-                return Err(Errno::last());
-            }
-            let stderr_is_tty = libc::isatty(2) == 1;
-            libc::dup2(fd, 0);
-            libc::dup2(fd, 1);
-            if stderr_is_tty {
-                libc::dup2(fd, 2);
-            }
-            if fd > 2 {
-                libc::close(fd);
-            }
-        }
-    }
-    nix::unistd::chdir(cwd.as_c_str())?;
-    // Rust ignores SIGPIPE and the supervisor blocked the forwarded signals;
-    // both would leak into the command through exec.
-    for sig in Signal::iterator() {
-        if sig != Signal::SIGKILL && sig != Signal::SIGSTOP {
-            // SAFETY: resetting to the default disposition installs no handler.
-            unsafe {
-                let _ = nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigDfl);
-            }
-        }
-    }
-    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
-    Ok(())
+    let launch = spawn::Launch::new(spec.exec_candidates(), &spec.argv, &spec.env, cwd, slave);
+    launch.start().map_err(|f| {
+        let what = match f.stage {
+            spawn::Stage::Prepare => format!(
+                "preparing to run (working directory {})",
+                spec.cwd.display()
+            ),
+            spawn::Stage::Exec => spec.argv[0].to_string_lossy().into_owned(),
+        };
+        (f.errno, what)
+    })
 }
 
 /// Waits for signals: forwards the forwarded ones to the command, reaps

@@ -17,6 +17,7 @@ pub mod mounts;
 pub mod net;
 pub mod pty;
 pub mod seccomp;
+mod spawn;
 
 use crate::mount_plan::Plan;
 use control::Msg;
@@ -173,7 +174,7 @@ const NAMESPACES: CloneFlags = CloneFlags::CLONE_NEWUSER
     .union(CloneFlags::CLONE_NEWUTS);
 // No CLONE_NEWCGROUP: a cgroup namespace is rooted where its creator is at
 // that moment, and on cgroup v1 init is not in the run's group yet. Init
-// unshares it once the supervisor says it is (the second Go).
+// unshares it once the supervisor says it is (the Go).
 
 /// `struct clone_args` up to `cgroup` (CLONE_ARGS_SIZE_VER2, Linux 5.7).
 #[repr(C)]
@@ -224,23 +225,6 @@ fn clone_into_cgroup(cgroup_dir: std::os::fd::RawFd) -> Result<Forked, Errno> {
         0 => Ok(Forked::Child),
         pid => Ok(Forked::Parent(Pid::from_raw(pid as i32))),
     }
-}
-
-fn write_maps(pid: Pid, uid: u32, gid: u32) -> Result<(), (Errno, String)> {
-    let write = |file: &str, data: String| {
-        let path = format!("/proc/{pid}/{file}");
-        std::fs::write(&path, data).map_err(|e| {
-            (
-                Errno::from_raw(e.raw_os_error().unwrap_or(libc::EPERM)),
-                format!("writing {path}: {e}"),
-            )
-        })
-    };
-    // An unprivileged writer must give up setgroups before it may map gids.
-    write("setgroups", "deny".into())?;
-    write("uid_map", format!("{uid} {uid} 1\n"))?;
-    write("gid_map", format!("{gid} {gid} 1\n"))?;
-    Ok(())
 }
 
 /// Makes `recv` on the channel give up with EAGAIN after `t`, or never
@@ -374,12 +358,6 @@ pub fn run(
         let _ = waitpid(child, None);
         err
     };
-    if let Err((errno, detail)) = write_maps(child, spec.uid, spec.gid) {
-        let mut msg =
-            crate::userns::explain(errno as i32, &crate::userns::Knobs::read(), spec.uid == 0);
-        msg.push_str(&format!("\n  ({detail})"));
-        return Err(fail(RunError::UserNamespace(msg)));
-    }
     if let Some(a) = audit {
         a.attach(child.as_raw())
             .map_err(|e| fail(RunError::Audit(format!("audit log: {e}"))))?;
@@ -389,10 +367,8 @@ pub fn run(
         .limits
         .timeout_ms
         .map(|ms| Instant::now() + Duration::from_millis(ms));
-    ours.send(&Msg::Go)
-        .map_err(|e| fail(internal("control channel", e)))?;
     // Both while init builds the file system on another core. Init waits
-    // for the second Go before it starts the command.
+    // for the Go before it starts the command.
     if let Some(g) = &group {
         g.attach(child, v2_joined).map_err(|e| {
             fail(RunError::Setup(format!(
@@ -465,6 +441,12 @@ pub fn run(
                 break;
             }
             Ok(Some((Msg::SetupFailed(m), _))) => return Err(fail(RunError::Setup(m))),
+            Ok(Some((Msg::MapFailed { errno, what }, _))) => {
+                let mut msg =
+                    crate::userns::explain(errno, &crate::userns::Knobs::read(), spec.uid == 0);
+                msg.push_str(&format!("\n  ({what})"));
+                return Err(fail(RunError::UserNamespace(msg)));
+            }
             Ok(Some((Msg::ExecFailed { errno, what }, _))) => {
                 let _ = waitpid(child, None);
                 let (code, message) = match errno {
