@@ -617,21 +617,30 @@ pub fn run(args: &ExecArgs, verbose: bool) -> i32 {
             return EXIT_MOAT_ERROR;
         }
     };
-    if let Err(e) = audit.event("start", audit_start) {
-        eprintln!("moat: {e}");
-        return EXIT_MOAT_ERROR;
-    }
-    // Which secrets the sandbox got, by name: the values stay out of the log.
-    let secrets = secret_names
-        .iter()
-        .map(|name| serde_json::json!({ "name": name }))
-        .collect();
-    if let Err(e) = audit.events("secret", secrets) {
-        eprintln!("moat: {e}");
-        return EXIT_MOAT_ERROR;
-    }
+    // Recorded while init builds the sandbox, before the command may start.
+    let record_start = {
+        let audit = std::sync::Arc::clone(&audit);
+        let secret_names = secret_names.clone();
+        Box::new(move || {
+            audit.event("start", audit_start)?;
+            // Which secrets the sandbox got, by name: the values stay out
+            // of the log.
+            let secrets = secret_names
+                .iter()
+                .map(|name| serde_json::json!({ "name": name }))
+                .collect();
+            audit.events("secret", secrets)
+        })
+    };
     let started = std::time::Instant::now();
-    let report = match sandbox::run(&spec, prepare_proxy, Some(&audit)) {
+    let report = match sandbox::run(
+        &spec,
+        prepare_proxy,
+        Some(sandbox::Audit {
+            recorder: &audit,
+            record_start,
+        }),
+    ) {
         Ok(r) => r,
         Err(e) => {
             // The audit failure, when there was one, is why the run ended.

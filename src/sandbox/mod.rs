@@ -262,6 +262,14 @@ fn wait_signal(set: &SigSet, deadline: Option<Instant>) -> Result<Option<Signal>
     Signal::try_from(r).map(Some)
 }
 
+/// The run's audit log, and what to record in it before the command can
+/// start: [`run`] calls `record_start` while init builds the sandbox (the
+/// command waits for the supervisor's word, which comes after it).
+pub struct Audit<'a> {
+    pub recorder: &'a std::sync::Arc<crate::audit::Recorder>,
+    pub record_start: Box<dyn FnOnce() -> Result<(), String> + 'a>,
+}
+
 /// Runs `spec` to completion. Must be called while the process is still
 /// single-threaded: the clone child runs Rust code that may allocate.
 /// `prepare_proxy` is required exactly when `spec.proxy_port` is set.
@@ -270,8 +278,12 @@ fn wait_signal(set: &SigSet, deadline: Option<Instant>) -> Result<Option<Signal>
 pub fn run(
     spec: &Spec,
     prepare_proxy: Option<PrepareProxy>,
-    audit: Option<&std::sync::Arc<crate::audit::Recorder>>,
+    audit: Option<Audit<'_>>,
 ) -> Result<RunReport, RunError> {
+    let (audit, record_start) = match audit {
+        Some(a) => (Some(a.recorder), Some(a.record_start)),
+        None => (None, None),
+    };
     let internal = |what: &str, e: Errno| RunError::Internal(format!("{what}: {}", e.desc()));
     if spec.proxy_port.is_some() != prepare_proxy.is_some() {
         return Err(RunError::Internal(
@@ -361,6 +373,9 @@ pub fn run(
     if let Some(a) = audit {
         a.attach(child.as_raw())
             .map_err(|e| fail(RunError::Audit(format!("audit log: {e}"))))?;
+    }
+    if let Some(record) = record_start {
+        record().map_err(|e| fail(RunError::Audit(e)))?;
     }
     // The timeout counts from here: building the sandbox is part of the run.
     let deadline = spec
