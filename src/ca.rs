@@ -322,6 +322,12 @@ fn create(dir: &Path, cert_path: &Path, key_path: &Path) -> Result<Ca> {
 /// Writes `path` whole or not at all: a temporary file with exactly
 /// `mode` (whatever the umask), synced, then renamed over.
 fn write_atomic(dir: &Path, path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    write_synced(dir, path, data, mode, true)
+}
+
+/// The temporary file, synced, then renamed over `path` (`replace`) or
+/// linked to it, leaving a file already there as it is.
+fn write_synced(dir: &Path, path: &Path, data: &[u8], mode: u32, replace: bool) -> Result<()> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("ca");
     let rnd = random_bytes::<6>()?;
     let tmp = dir.join(format!(
@@ -339,7 +345,15 @@ fn write_atomic(dir: &Path, path: &Path, data: &[u8], mode: u32) -> Result<()> {
         f.set_permissions(fs::Permissions::from_mode(mode))?;
         f.write_all(data)?;
         f.sync_all()?;
-        fs::rename(&tmp, path)
+        if replace {
+            return fs::rename(&tmp, path);
+        }
+        let linked = fs::hard_link(&tmp, path);
+        fs::remove_file(&tmp)?;
+        match linked {
+            Err(e) if e.kind() != ErrorKind::AlreadyExists => Err(e),
+            _ => Ok(()),
+        }
     })();
     if let Err(e) = result {
         let _ = fs::remove_file(&tmp);
@@ -459,29 +473,7 @@ pub fn sandbox_bundle(
 /// leave it holding a deleted one, which the kernel refuses to bind. When
 /// another run made the file first, its copy (of the same inputs) stands.
 fn write_once(dir: &Path, path: &Path, data: &[u8], mode: u32) -> Result<()> {
-    let rnd = random_bytes::<6>()?;
-    let tmp = dir.join(format!(
-        ".new.{}.{}.tmp",
-        std::process::id(),
-        rnd.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    ));
-    let result = (|| -> std::io::Result<()> {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&tmp)?;
-        f.set_permissions(fs::Permissions::from_mode(mode))?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        match fs::hard_link(&tmp, path) {
-            Err(e) if e.kind() != ErrorKind::AlreadyExists => Err(e),
-            _ => Ok(()),
-        }
-    })();
-    let _ = fs::remove_file(&tmp);
-    result.map_err(|e| anyhow!("writing {}: {e}", path.display()))
+    write_synced(dir, path, data, mode, false)
 }
 
 /// Removes bundles made from inputs that have since changed, once they are
