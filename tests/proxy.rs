@@ -1190,6 +1190,41 @@ async fn upgrades_are_vetted_and_spliced() {
     assert_eq!((e.bytes_up, e.bytes_down), (21, 21));
 }
 
+/// A spliced upgrade still open when the proxy stops holds its request's
+/// record, not the proxy's shared state: stopping must still wait for its
+/// line, so the run's log (and audit) misses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_open_at_shutdown_is_still_logged() {
+    let up = upstream(None).await;
+    let mut p = Setup::allow(&[format!("plain.moat.test:{}", up.port)]).start();
+    let tcp = TcpStream::connect(p.addr).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn.with_upgrades());
+    let req = Request::get(format!("http://plain.moat.test:{}/ws-open", up.port))
+        .header("connection", "Upgrade")
+        .header("upgrade", "moat-echo")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let res = tx.send_request(req).await.unwrap();
+    assert_eq!(res.status(), 101);
+    let mut io = TokioIo::new(hyper::upgrade::on(res).await.unwrap());
+    io.write_all(b"still open").await.unwrap();
+    let mut back = [0u8; 10];
+    tokio::time::timeout(T, io.read_exact(&mut back))
+        .await
+        .unwrap()
+        .unwrap();
+    // `io` stays open across the stop.
+    let (log, _, stats) = tokio::task::block_in_place(|| p.finish());
+    drop(io);
+    let e = entry(&log, |e| e.path == "/ws-open");
+    assert_eq!(e.status, Some(101));
+    assert_eq!((e.bytes_up, e.bytes_down), (10, 10));
+    assert_eq!(stats.requests, 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_clients_and_tunnels_are_closed() {
     let echo = echo_server(None).await;

@@ -276,10 +276,11 @@ fn prepare(
             let _ = ready_tx.send(Ok(()));
             let ours = Arc::clone(&shared);
             rt.block_on(accept_loop(listener, shared, stop_rx, max_connections));
-            // Every task that logs holds `Shared`. With none left, every
-            // log line is sent, and the run need not wait for the
-            // runtime's threads to wind down.
-            if Arc::strong_count(&ours) == 1 {
+            // A task that may still make a record holds `Shared`; one
+            // that holds a record (a spliced upgrade) may not. With neither
+            // left, every log line is sent, and the run need not wait for
+            // the runtime's threads to wind down.
+            if Arc::strong_count(&ours) == 1 && ours.sink.all_sent() {
                 let _ = drained_tx.send(());
             }
             drop(ours);

@@ -7,7 +7,10 @@ use super::log::{CredentialUse, Entry, Msg};
 use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
 use hyper::Method;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU16, AtomicU64, AtomicUsize,
+    Ordering::{Relaxed, SeqCst},
+};
 use std::sync::{mpsc, Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -17,6 +20,8 @@ pub(crate) struct Sink {
     tx: mpsc::Sender<Msg>,
     pub requests: AtomicU64,
     pub denied: AtomicU64,
+    /// Records not yet sent: each sends its line when dropped.
+    unsent: AtomicUsize,
 }
 
 impl Sink {
@@ -25,7 +30,13 @@ impl Sink {
             tx,
             requests: AtomicU64::new(0),
             denied: AtomicU64::new(0),
+            unsent: AtomicUsize::new(0),
         }
+    }
+
+    /// Whether every record made so far has sent its line.
+    pub fn all_sent(&self) -> bool {
+        self.unsent.load(SeqCst) == 0
     }
 }
 
@@ -81,6 +92,7 @@ impl Record {
         port: u16,
         path: &str,
     ) -> Record {
+        sink.unsent.fetch_add(1, SeqCst);
         Record {
             sink: Arc::clone(sink),
             start,
@@ -177,6 +189,7 @@ impl Drop for Record {
         };
         // The writer only goes away at shutdown, after every task is gone.
         let _ = self.sink.tx.send(Msg::Entry(e));
+        self.sink.unsent.fetch_sub(1, SeqCst);
     }
 }
 
