@@ -69,11 +69,26 @@ pub fn data_dir(home: &Path) -> PathBuf {
 
 /// Loads the CA, creating it on first use.
 pub fn load_or_create(data_dir: &Path) -> Result<Ca> {
+    match locate(data_dir)? {
+        Located::Made(ca) => Ok(ca),
+        Located::Found { cert, key } => load(&cert, &key),
+    }
+}
+
+/// The CA in `data_dir`: found in place, or made now.
+enum Located {
+    Found { cert: PathBuf, key: PathBuf },
+    Made(Ca),
+}
+
+/// Finds the CA's two files, or makes them on first use.
+fn locate(data_dir: &Path) -> Result<Located> {
     ensure_private_dir(data_dir)?;
     let cert_path = data_dir.join(CERT_FILE);
     let key_path = data_dir.join(KEY_FILE);
+    let found = |cert: PathBuf, key: PathBuf| Ok(Located::Found { cert, key });
     if exists(&cert_path)? && exists(&key_path)? {
-        return load(&cert_path, &key_path);
+        return found(cert_path, key_path);
     }
     // Someone is creating it, or nobody has yet: decide under the lock.
     let lock_path = data_dir.join(LOCK_FILE);
@@ -88,8 +103,8 @@ pub fn load_or_create(data_dir: &Path) -> Result<Ca> {
     let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| anyhow!("locking {}: {}", lock_path.display(), e.desc()))?;
     match (exists(&cert_path)?, exists(&key_path)?) {
-        (true, true) => load(&cert_path, &key_path),
-        (false, false) => create(data_dir, &cert_path, &key_path),
+        (true, true) => found(cert_path, key_path),
+        (false, false) => create(data_dir, &cert_path, &key_path).map(Located::Made),
         (true, false) => bail!(
             "{} is missing but the CA certificate {} exists: moat will not make a new CA \
              over the old one (clients may trust it); restore the key, or remove {} to \
@@ -156,14 +171,18 @@ fn read(p: &Path) -> Result<String> {
 /// certificate's path. The proxy loads and checks the pair later
 /// ([`load_or_create`]), and stops the run if it cannot.
 pub fn ensure(data_dir: &Path) -> Result<PathBuf> {
-    ensure_private_dir(data_dir)?;
-    let cert_path = data_dir.join(CERT_FILE);
-    let key_path = data_dir.join(KEY_FILE);
-    if exists(&cert_path)? && exists(&key_path)? {
-        check_key_file(&cert_path, &key_path)?;
-        return Ok(cert_path);
+    match locate(data_dir)? {
+        Located::Made(mut ca) => {
+            // The caller is about to be copied into the sandbox's init:
+            // the key is not kept until then.
+            zeroize::Zeroize::zeroize(&mut ca.key_pem);
+            Ok(ca.cert_path)
+        }
+        Located::Found { cert, key } => {
+            check_key_file(&cert, &key)?;
+            Ok(cert)
+        }
     }
-    load_or_create(data_dir).map(|ca| ca.cert_path)
 }
 
 /// The key is a regular file nobody else can read.
