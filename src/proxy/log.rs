@@ -12,7 +12,6 @@ use std::io::{BufWriter, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::thread::JoinHandle;
 
 /// One request as the log keeps it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -81,7 +80,9 @@ const SUFFIX: &str = ".requests.jsonl";
 /// queued up and flushes when the queue runs dry.
 pub(crate) struct Writer {
     pub tx: mpsc::Sender<Msg>,
-    thread: Option<JoinHandle<()>>,
+    /// Until `finish`. The thread is never joined: `finish` waits for its
+    /// word that everything is written, not for it to end.
+    running: bool,
 }
 
 impl Writer {
@@ -99,20 +100,17 @@ impl Writer {
             .open(path)?;
         let (tx, rx) = mpsc::channel();
         let shown = path.display().to_string();
-        let thread = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("moat-proxy-log".into())
             .spawn(move || write_loop(file, rx, run, shown, audit))?;
-        Ok(Writer {
-            tx,
-            thread: Some(thread),
-        })
+        Ok(Writer { tx, running: true })
     }
 
     /// Writes what is queued, flushes, and ends the thread. Returns once
     /// everything is written (and audited), without waiting for the thread
     /// to wind down: nothing it does after that matters.
     pub fn finish(&mut self) {
-        if self.thread.take().is_none() {
+        if !std::mem::take(&mut self.running) {
             return;
         }
         let (done_tx, done_rx) = mpsc::channel();

@@ -114,7 +114,9 @@ pub(crate) struct Shared {
 /// A running proxy.
 pub struct Handle {
     stop: watch::Sender<bool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// Until stopped. The proxy's thread is not joined: stopping waits for
+    /// `drained`, and the runtime winds down in the background.
+    running: bool,
     drained: std::sync::mpsc::Receiver<()>,
     writer: log::Writer,
     sink: Arc<Sink>,
@@ -332,7 +334,7 @@ impl Ready {
         }
         Ok(Handle {
             stop,
-            thread: Some(thread),
+            running: true,
             drained,
             writer,
             sink,
@@ -444,7 +446,7 @@ impl Handle {
 
     fn stop(&mut self) {
         let _ = self.stop.send(true);
-        if self.thread.take().is_some() {
+        if std::mem::take(&mut self.running) {
             // Ends early when the thread dies: its sender goes with it.
             let _ = self.drained.recv();
         }
