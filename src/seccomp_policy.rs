@@ -1058,7 +1058,7 @@ const AARCH64_SYSCALLS: &str = "
 mod tests {
     use super::*;
 
-    const ALLOW: u32 = 0x7fff_0000;
+    const ALLOW: u32 = SECCOMP_RET_ALLOW;
     const EPERM: u32 = SECCOMP_RET_ERRNO | libc::EPERM as u32;
     const ENOSYS: u32 = SECCOMP_RET_ERRNO | libc::ENOSYS as u32;
     const KILL: u32 = SECCOMP_RET_KILL_PROCESS;

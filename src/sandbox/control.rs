@@ -47,16 +47,8 @@ impl Msg {
                 v.push(b'F');
                 v.extend_from_slice(s.as_bytes());
             }
-            Msg::ExecFailed { errno, what } => {
-                v.push(b'N');
-                v.extend_from_slice(&errno.to_le_bytes());
-                v.extend_from_slice(what.as_bytes());
-            }
-            Msg::MapFailed { errno, what } => {
-                v.push(b'M');
-                v.extend_from_slice(&errno.to_le_bytes());
-                v.extend_from_slice(what.as_bytes());
-            }
+            Msg::ExecFailed { errno, what } => errno_and_text(&mut v, b'N', *errno, what),
+            Msg::MapFailed { errno, what } => errno_and_text(&mut v, b'M', *errno, what),
             Msg::Hardened(s) => {
                 v.push(b'H');
                 v.extend_from_slice(s.as_bytes());
@@ -74,25 +66,33 @@ impl Msg {
         let (tag, rest) = b.split_first()?;
         let int =
             |r: &[u8]| -> Option<i32> { Some(i32::from_le_bytes(r.get(..4)?.try_into().ok()?)) };
+        let text = |r: &[u8]| String::from_utf8_lossy(r).into_owned();
         Some(match tag {
             b'G' => Msg::Go,
             b'P' => Msg::Pty,
             b'L' => Msg::Listener,
-            b'F' => Msg::SetupFailed(String::from_utf8_lossy(rest).into_owned()),
+            b'F' => Msg::SetupFailed(text(rest)),
             b'N' => Msg::ExecFailed {
                 errno: int(rest)?,
-                what: String::from_utf8_lossy(&rest[4..]).into_owned(),
+                what: text(&rest[4..]),
             },
             b'M' => Msg::MapFailed {
                 errno: int(rest)?,
-                what: String::from_utf8_lossy(&rest[4..]).into_owned(),
+                what: text(&rest[4..]),
             },
-            b'H' => Msg::Hardened(String::from_utf8_lossy(rest).into_owned()),
+            b'H' => Msg::Hardened(text(rest)),
             b'S' => Msg::Started,
             b'X' => Msg::Exited(int(rest)?),
             _ => return None,
         })
     }
+}
+
+/// A tag, an errno and the text saying what failed.
+fn errno_and_text(v: &mut Vec<u8>, tag: u8, errno: i32, what: &str) {
+    v.push(tag);
+    v.extend_from_slice(&errno.to_le_bytes());
+    v.extend_from_slice(what.as_bytes());
 }
 
 pub struct Channel(pub OwnedFd);
