@@ -1152,35 +1152,54 @@ async fn non_tls_connect_is_passed_through_and_logged_as_a_tunnel() {
     assert_eq!(e.bytes_down, 28);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upgrades_are_vetted_and_spliced() {
-    let up = upstream(None).await;
-    let mut p = Setup::allow(&[format!("plain.moat.test:{}", up.port)]).start();
-    let upgrade = |host: &str| {
-        Request::get(format!("http://{host}:{}/ws", up.port))
-            .header("connection", "Upgrade")
-            .header("upgrade", "moat-echo")
-            .body(Full::new(Bytes::new()))
-            .unwrap()
-    };
-    let tcp = TcpStream::connect(p.addr).await.unwrap();
+/// An upgrade request (`moat-echo`, which the test upstream answers with
+/// 101 and then echoes) for `host:port/path`.
+fn upgrade_request(host: &str, port: u16, path: &str) -> Request<Full<Bytes>> {
+    Request::get(format!("http://{host}:{port}{path}"))
+        .header("connection", "Upgrade")
+        .header("upgrade", "moat-echo")
+        .body(Full::new(Bytes::new()))
+        .unwrap()
+}
+
+/// Upgrades a connection through the proxy at `addr` and checks that
+/// `ping` comes back over it; returns the upgraded connection, open.
+async fn open_upgrade(
+    addr: SocketAddr,
+    req: Request<Full<Bytes>>,
+    ping: &[u8],
+) -> TokioIo<hyper::upgrade::Upgraded> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
     let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
         .await
         .unwrap();
     tokio::spawn(conn.with_upgrades());
-    let res = tx.send_request(upgrade("plain.moat.test")).await.unwrap();
+    let res = tx.send_request(req).await.unwrap();
     assert_eq!(res.status(), 101);
     let mut io = TokioIo::new(hyper::upgrade::on(res).await.unwrap());
-    io.write_all(b"ping over the upgrade").await.unwrap();
-    let mut back = [0u8; 21];
+    io.write_all(ping).await.unwrap();
+    let mut back = vec![0u8; ping.len()];
     tokio::time::timeout(T, io.read_exact(&mut back))
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(&back, b"ping over the upgrade");
+    assert_eq!(back, ping);
+    io
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrades_are_vetted_and_spliced() {
+    let up = upstream(None).await;
+    let mut p = Setup::allow(&[format!("plain.moat.test:{}", up.port)]).start();
+    let io = open_upgrade(
+        p.addr,
+        upgrade_request("plain.moat.test", up.port, "/ws"),
+        b"ping over the upgrade",
+    )
+    .await;
     drop(io);
 
-    via(p.addr, upgrade("denied.moat.test"))
+    via(p.addr, upgrade_request("denied.moat.test", up.port, "/ws"))
         .await
         .assert_blocked("not in network.allow");
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -1197,25 +1216,12 @@ async fn upgrades_are_vetted_and_spliced() {
 async fn an_upgrade_open_at_shutdown_is_still_logged() {
     let up = upstream(None).await;
     let mut p = Setup::allow(&[format!("plain.moat.test:{}", up.port)]).start();
-    let tcp = TcpStream::connect(p.addr).await.unwrap();
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(conn.with_upgrades());
-    let req = Request::get(format!("http://plain.moat.test:{}/ws-open", up.port))
-        .header("connection", "Upgrade")
-        .header("upgrade", "moat-echo")
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let res = tx.send_request(req).await.unwrap();
-    assert_eq!(res.status(), 101);
-    let mut io = TokioIo::new(hyper::upgrade::on(res).await.unwrap());
-    io.write_all(b"still open").await.unwrap();
-    let mut back = [0u8; 10];
-    tokio::time::timeout(T, io.read_exact(&mut back))
-        .await
-        .unwrap()
-        .unwrap();
+    let io = open_upgrade(
+        p.addr,
+        upgrade_request("plain.moat.test", up.port, "/ws-open"),
+        b"still open",
+    )
+    .await;
     // `io` stays open across the stop.
     let (log, _, stats) = tokio::task::block_in_place(|| p.finish());
     drop(io);
