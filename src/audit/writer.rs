@@ -50,12 +50,24 @@ pub struct Head {
 
 pub fn read_head(log: &Path) -> Result<Option<Head>> {
     let p = head_path(log);
-    match std::fs::read(&p) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map(Some)
-            .with_context(|| format!("{} is damaged", p.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("reading {}", p.display())),
+    let mut tries = 0;
+    loop {
+        let b = match std::fs::read(&p) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
+        };
+        match serde_json::from_slice(&b) {
+            Ok(h) => return Ok(Some(h)),
+            // A writer overwrites the head in place and takes no lock
+            // against readers: a read in the middle of that write is
+            // read again before the head is called damaged.
+            Err(_) if tries < 3 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            Err(e) => return Err(e).with_context(|| format!("{} is damaged", p.display())),
+        }
     }
 }
 
@@ -263,26 +275,12 @@ impl Log {
             return Err(anyhow!(e).context(format!("writing the audit log {shown}")));
         }
         if let Some(h) = &head {
-            // The log and the new head are synced side by side (one wait
-            // for the disk, not two); the head replaces the old one only
-            // after both, so it never names a checkpoint the disk may not
-            // hold yet.
-            let file = &self.file;
-            let (synced, staged) = std::thread::scope(|scope| {
-                let syncing = scope.spawn(|| file.sync_data());
-                let staged = stage_head(&self.path, h);
-                let synced = syncing
-                    .join()
-                    .unwrap_or_else(|_| Err(std::io::Error::other("the sync thread panicked")));
-                (synced, staged)
-            });
-            if let Err(e) = synced {
-                if let Ok(tmp) = &staged {
-                    let _ = std::fs::remove_file(tmp);
-                }
-                return Err(anyhow!(e).context(format!("syncing the audit log {shown}")));
-            }
-            commit_head(&self.path, staged?)?;
+            self.file
+                .sync_data()
+                .with_context(|| format!("syncing the audit log {shown}"))?;
+            // Only once the checkpoint is on disk, so the head never names
+            // one the disk may not hold.
+            write_head(&self.path, h)?;
         }
         self.tip = Some(Tip {
             len: start_len + buf.len() as u64,
@@ -379,39 +377,37 @@ fn now() -> String {
     chain::rfc3339_ms(crate::runs::now_ms())
 }
 
-/// Writes `h` to a new file beside the head and syncs it; returns its path
-/// for [`commit_head`].
-fn stage_head(log: &Path, h: &Head) -> Result<PathBuf> {
+/// Size of the head's one record: its JSON padded with spaces, then `\n`.
+/// Every record has this size, so an overwrite leaves nothing of the last.
+const HEAD_RECORD: usize = 128;
+
+/// Overwrites the head in place with `h`.
+///
+/// Not synced: the checkpoint it names already is, and a head that a
+/// crash sets back one checkpoint still vouches for a prefix of the log.
+/// One aligned write inside one sector, so it never lands half way.
+/// (A new file synced and renamed over the old one cost a second,
+/// slower, wait for the disk at the end of every run.)
+fn write_head(log: &Path, h: &Head) -> Result<()> {
     let p = head_path(log);
-    let tmp = p.with_extension(format!("head.{}", std::process::id()));
-    let r = (|| -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
+    let mut text = serde_json::to_vec(h).expect("plain data");
+    debug_assert!(text.len() < HEAD_RECORD);
+    text.resize(HEAD_RECORD - 1, b' ');
+    text.push(b'\n');
+    (|| -> std::io::Result<()> {
+        let f = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
-            .truncate(true)
             .mode(0o600)
-            .open(&tmp)?;
-        let mut text = serde_json::to_vec(h).expect("plain data");
-        text.push(b'\n');
-        f.write_all(&text)?;
-        f.sync_data()
-    })();
-    match r {
-        Ok(()) => Ok(tmp),
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(anyhow!(e).context(format!("writing {}", p.display())))
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+            .open(&p)?;
+        f.write_all_at(&text, 0)?;
+        if f.metadata()?.len() > HEAD_RECORD as u64 {
+            f.set_len(HEAD_RECORD as u64)?;
         }
-    }
-}
-
-/// Puts the staged head in place of the old one.
-fn commit_head(log: &Path, tmp: PathBuf) -> Result<()> {
-    let p = head_path(log);
-    std::fs::rename(&tmp, &p).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        anyhow!(e).context(format!("writing {}", p.display()))
-    })
+        Ok(())
+    })()
+    .with_context(|| format!("writing {}", p.display()))
 }
 
 #[cfg(test)]
@@ -467,6 +463,54 @@ mod tests {
             read_head(&path).unwrap().unwrap().seq,
             r.last_checkpoint.unwrap()
         );
+    }
+
+    #[test]
+    fn the_head_is_one_record_overwritten_in_place() {
+        use std::os::unix::fs::MetadataExt;
+        let t = tempfile::tempdir().unwrap();
+        let data = t.path().join("moat");
+        let path = log_path(&data);
+        let head = head_path(&path);
+        // A longer head from an older moat: replaced, nothing of it left.
+        std::fs::create_dir_all(dir(&data)).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .mode(0o600)
+            .open(&head)
+            .unwrap()
+            .write_all(&[b'x'; 300])
+            .unwrap();
+        let mut log = Log::open(&data).unwrap();
+        let mut inodes = Vec::new();
+        for i in 0..3 {
+            log.append("r", &[("start", json!({ "i": i }))], true)
+                .unwrap();
+            let meta = std::fs::metadata(&head).unwrap();
+            assert_eq!(meta.len(), HEAD_RECORD as u64);
+            assert_eq!(meta.mode() & 0o777, 0o600);
+            inodes.push(meta.ino());
+            let bytes = std::fs::read(&path).unwrap();
+            let last = bytes[..bytes.len() - 1]
+                .split(|&b| b == b'\n')
+                .next_back()
+                .unwrap();
+            let (cp, _) = chain::parse(last, &mut Vec::new()).unwrap();
+            assert_eq!(cp.kind, CHECKPOINT);
+            assert_eq!(
+                read_head(&path).unwrap().unwrap(),
+                Head {
+                    seq: cp.seq,
+                    hash: cp.hash.to_string()
+                }
+            );
+        }
+        assert!(inodes.iter().all(|i| *i == inodes[0]), "{inodes:?}");
+        // A head that stays unreadable is reported, not taken as none.
+        std::fs::write(&head, b"{\"seq\":").unwrap();
+        let err = read_head(&path).unwrap_err();
+        assert!(format!("{err:#}").contains("is damaged"), "{err:#}");
     }
 
     #[test]
