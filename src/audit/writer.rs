@@ -398,6 +398,9 @@ fn write_head(log: &Path, h: &Head) -> Result<()> {
         let f = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
+            // Overwritten, never emptied: a crash between a truncate and
+            // the write would leave no head at all.
+            .truncate(false)
             .mode(0o600)
             .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
             .open(&p)?;
@@ -476,7 +479,7 @@ mod tests {
         std::fs::create_dir_all(dir(&data)).unwrap();
         std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
+            .create_new(true)
             .mode(0o600)
             .open(&head)
             .unwrap()
