@@ -393,3 +393,49 @@ sandbox_test! {
         assert_eq!(status.code(), Some(7), "{ctx}");
     }
 }
+
+/// `Cpus_allowed_list` of /proc/self/status, as printed there.
+fn cpus_allowed(status: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_else(|| panic!("no Cpus_allowed_list in {status}"))
+}
+
+sandbox_test! {
+    /// Init builds away from the supervisor's CPU, but the command gets
+    /// every CPU the caller had, and no more: also when the caller is
+    /// pinned to one.
+    fn the_command_runs_on_the_callers_cpus(r: &Runner) {
+        let ws = r.workspace();
+        let ours = cpus_allowed(&std::fs::read_to_string("/proc/self/status").unwrap());
+        // Several runs: init lands on either CPU.
+        for _ in 0..6 {
+            let out = r.exec(&ws).cmd(["cat", "/proc/self/status"]).run();
+            out.assert_ok();
+            assert_eq!(cpus_allowed(&out.stdout), ours, "{out}");
+        }
+        // SAFETY: sched_getcpu reads the calling thread's CPU.
+        let pin = unsafe { libc::sched_getcpu() };
+        assert!(pin >= 0, "sched_getcpu failed");
+        let mut m = r.exec(&ws);
+        m.cmd(["cat", "/proc/self/status"]);
+        let (mut cmd, what) = m.into_command();
+        // SAFETY: only sched_setaffinity, async-signal-safe, on a set built
+        // on this stack.
+        unsafe {
+            cmd.pre_exec(move || {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(pin as usize, &mut set);
+                if libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let out = run_command(cmd, what, None, TIMEOUT);
+        out.assert_ok();
+        assert_eq!(cpus_allowed(&out.stdout), pin.to_string(), "{out}");
+    }
+}

@@ -135,6 +135,30 @@ impl Channel {
 
     /// Receives one message; `None` at end of stream (the peer is gone).
     pub fn recv(&self) -> nix::Result<Option<(Msg, Option<OwnedFd>)>> {
+        self.recv_with(MsgFlags::empty())
+    }
+
+    /// [`Channel::recv`] that fails with EAGAIN instead of waiting.
+    pub fn try_recv(&self) -> nix::Result<Option<(Msg, Option<OwnedFd>)>> {
+        self.recv_with(MsgFlags::MSG_DONTWAIT)
+    }
+
+    /// From now on the kernel sends this process SIGIO whenever a message
+    /// arrives, so a wait for signals also wakes for messages.
+    pub fn signal_on_input(&self) -> nix::Result<()> {
+        use nix::fcntl::{fcntl, FcntlArg, OFlag};
+        let fd = self.0.as_raw_fd();
+        // SAFETY: F_SETOWN takes a pid and no pointers; this process's own
+        // pid always names it.
+        if unsafe { libc::fcntl(fd, libc::F_SETOWN, libc::getpid()) } < 0 {
+            return Err(nix::errno::Errno::last());
+        }
+        let flags = OFlag::from_bits_retain(fcntl(&self.0, FcntlArg::F_GETFL)?);
+        fcntl(&self.0, FcntlArg::F_SETFL(flags | OFlag::O_ASYNC))?;
+        Ok(())
+    }
+
+    fn recv_with(&self, flags: MsgFlags) -> nix::Result<Option<(Msg, Option<OwnedFd>)>> {
         let mut buf = [0u8; 4096];
         let mut cmsg = nix::cmsg_space!([RawFd; 1]);
         let (n, fd) = {
@@ -144,7 +168,7 @@ impl Channel {
                     self.0.as_raw_fd(),
                     &mut iov,
                     Some(&mut cmsg),
-                    MsgFlags::MSG_CMSG_CLOEXEC,
+                    MsgFlags::MSG_CMSG_CLOEXEC | flags,
                 ) {
                     Err(nix::errno::Errno::EINTR) => continue,
                     other => break other?,

@@ -4,6 +4,7 @@
 //! other process in the pid namespace, so nothing outlives the run.
 
 use super::control::{Channel, Msg};
+use super::placement::Placement;
 use super::{mounts, net, spawn, Spec};
 use nix::errno::Errno;
 use nix::fcntl::{open, OFlag};
@@ -37,11 +38,14 @@ pub fn handled_set() -> SigSet {
 }
 
 /// Entry point in the cloned child. Never returns.
-pub fn run(spec: &Spec, chan: Channel) -> ! {
+pub fn run(spec: &Spec, chan: Channel, placement: Option<&Placement>) -> ! {
     // If the supervisor dies (even by SIGKILL), so does init, and with it
     // the whole pid namespace.
     // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number and no pointers.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    if let Some(p) = placement {
+        p.move_apart(Pid::from_raw(0));
+    }
     close_inherited_fds(chan.0.as_raw_fd());
     scrub_host_strings();
 
@@ -112,6 +116,14 @@ pub fn run(spec: &Spec, chan: Channel) -> ! {
     match chan.recv() {
         Ok(Some((Msg::Go, _))) => {}
         _ => exit(1),
+    }
+    // The supervisor is done with its part (and has moved us, if it had
+    // to, before it said Go): the command gets every CPU the caller had.
+    if let Some(p) = placement {
+        if let Err(e) = p.restore() {
+            let _ = chan.send(&Msg::SetupFailed(e));
+            exit(1);
+        }
     }
     // In the run's cgroup now: a cgroup namespace made here is rooted
     // there, so the sandbox sees it as `/`.

@@ -15,6 +15,7 @@ pub mod init;
 pub mod landlock;
 pub mod mounts;
 pub mod net;
+mod placement;
 pub mod pty;
 pub mod seccomp;
 mod spawn;
@@ -306,12 +307,16 @@ pub fn run(
         None
     };
     // Blocked here and waited for synchronously below; init inherits the
-    // mask and waits for the same set.
-    let handled = init::handled_set();
-    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&handled), None)
+    // mask and waits for the same set. SIGIO too: here it says that init
+    // sent a message (see below), and it must reach no other thread (they
+    // all start from this mask).
+    let mut waited = init::handled_set();
+    waited.add(Signal::SIGIO);
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&waited), None)
         .map_err(|e| internal("sigprocmask", e))?;
 
     let (ours, theirs) = control::pair().map_err(|e| internal("socketpair", e))?;
+    let placement = placement::Placement::here();
     let ours_raw = ours.0.as_raw_fd();
     // On cgroup2, init is born in the run's group: moving a task between
     // groups can wait out an RCU grace period (milliseconds), being born
@@ -329,7 +334,7 @@ pub fn run(
             // descriptor in our copy, and init never returns into the
             // frames above (it leaves by _exit).
             unsafe { libc::close(ours_raw) };
-            init::run(spec, theirs)
+            init::run(spec, theirs, placement.as_ref())
         }
         Ok(Forked::Parent(pid)) => {
             drop(theirs);
@@ -340,6 +345,7 @@ pub fn run(
             let mut stack = vec![0u8; 1 << 20];
             let child_spec = spec.clone();
             let mut theirs_slot = Some(theirs);
+            let child_placement = placement.clone();
             let cb = Box::new(move || {
                 // SAFETY: the supervisor's end is a plain descriptor in this
                 // fresh copy of the address space; closing it only drops our
@@ -347,7 +353,7 @@ pub fn run(
                 // never returns.
                 unsafe { libc::close(ours_raw) };
                 let chan = theirs_slot.take().expect("clone callback runs once");
-                init::run(&child_spec, chan)
+                init::run(&child_spec, chan, child_placement.as_ref())
             });
             // SAFETY: the process is single-threaded (see above), the stack
             // is exclusively the child's, and the child never returns into
@@ -365,6 +371,9 @@ pub fn run(
         }
     };
 
+    if let Some(p) = &placement {
+        p.move_apart(child);
+    }
     let fail = |err: RunError| {
         let _ = kill(child, Signal::SIGKILL);
         let _ = waitpid(child, None);
@@ -507,6 +516,24 @@ pub fn run(
         set_recv_timeout(&ours, None);
     }
 
+    // Init reports the command's status before it exits, and its exit
+    // (the teardown of the sandbox's mounts and namespaces) takes a while:
+    // the proxy is stopped as soon as the report comes, while init ends.
+    // Without it the report is read after init's exit, as before.
+    let _ = ours.signal_on_input();
+    let mut status = None;
+    let mut network = None;
+    let mut read_reports = |status: &mut Option<i32>, network: &mut Option<crate::proxy::Stats>| {
+        while let Ok(Some((m, _))) = ours.try_recv() {
+            if let Msg::Exited(s) = m {
+                *status = Some(s);
+                *network = proxy.stop();
+            }
+        }
+    };
+    // A report that came before the kernel was asked to say so.
+    read_reports(&mut status, &mut network);
+
     let raw = master.as_ref().and_then(|_| pty::RawMode::enter());
     let output = match &master {
         Some(m) => {
@@ -518,7 +545,7 @@ pub fn run(
 
     let mut timed_out = false;
     let init_status = loop {
-        let sig = match wait_signal(&handled, deadline.filter(|_| !timed_out)) {
+        let sig = match wait_signal(&waited, deadline.filter(|_| !timed_out)) {
             Ok(Some(s)) => s,
             Ok(None) => {
                 // Killing init ends the pid namespace and everything in it.
@@ -534,6 +561,7 @@ pub fn run(
                 Ok(WaitStatus::Signaled(_, s, _)) => break s as i32,
                 _ => {}
             },
+            Signal::SIGIO => read_reports(&mut status, &mut network),
             Signal::SIGWINCH if master.is_some() => pty::sync_window_size(master.as_ref().unwrap()),
             other => {
                 let _ = kill(child, other);
@@ -542,12 +570,17 @@ pub fn run(
     };
 
     // Init reports the command's status just before it exits.
-    let mut status = None;
     while let Ok(Some((m, _))) = ours.recv() {
         if let Msg::Exited(s) = m {
             status = Some(s);
         }
     }
+    drop(ours);
+    // The channel is closed, so no SIGIO comes any more; one may be
+    // pending, and it must not end the process if it is ever unblocked.
+    let mut sigio = SigSet::empty();
+    sigio.add(Signal::SIGIO);
+    let _ = wait_signal(&sigio, Some(Instant::now()));
     if let Some(h) = output {
         let _ = h.join();
     }
@@ -584,7 +617,7 @@ pub fn run(
         hardening,
         ended_by,
         peak_memory: events.memory_peak,
-        network: proxy.stop(),
+        network: network.or_else(|| proxy.stop()),
         born_in_cgroup: v2_joined,
     })
 }
