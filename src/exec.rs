@@ -552,6 +552,15 @@ fn resolve_secrets(
     Ok(resolved)
 }
 
+/// The run record's end, from the run's report.
+fn fill_record(record: &mut crate::runs::Record, report: &sandbox::RunReport) {
+    record.ended_ms = Some(crate::runs::now_ms());
+    record.hardening = Some(report.hardening.clone());
+    record.exit_code = Some(report.outcome.exit_code());
+    record.ended_by = report.ended_by.clone();
+    record.peak_memory = report.peak_memory;
+}
+
 /// Records the run's limit hits and exit in the audit log and signs its
 /// end.
 fn record_end(
@@ -633,12 +642,33 @@ pub fn run(args: &ExecArgs, verbose: bool) -> i32 {
         })
     };
     let started = std::time::Instant::now();
+    let runs_dir = crate::runs::dir(&caller.home);
+    // Where the run record went, once written.
+    let mut saved: Option<Result<PathBuf>> = None;
+    let record_end = {
+        let (audit, record, runs_dir, saved) = (&audit, &mut record, &runs_dir, &mut saved);
+        Box::new(move |report: &sandbox::RunReport| {
+            fill_record(record, report);
+            // The run record and the audit log's last checkpoint each wait
+            // for the disk; side by side, the run ends sooner.
+            let (copy, dir) = (record.clone(), runs_dir.clone());
+            let saving = std::thread::spawn(move || copy.save(&dir));
+            let audited = record_end(audit, report, started);
+            *saved = Some(
+                saving
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow!("the thread saving it panicked"))),
+            );
+            audited
+        })
+    };
     let report = match sandbox::run(
         &spec,
         prepare_proxy,
         Some(sandbox::Audit {
             recorder: &audit,
             record_start,
+            record_end,
         }),
     ) {
         Ok(r) => r,
@@ -663,25 +693,19 @@ pub fn run(args: &ExecArgs, verbose: bool) -> i32 {
             return EXIT_MOAT_ERROR;
         }
     };
-    record.ended_ms = Some(crate::runs::now_ms());
-    record.hardening = Some(report.hardening.clone());
-    record.exit_code = Some(report.outcome.exit_code());
-    record.ended_by = report.ended_by.clone();
-    record.peak_memory = report.peak_memory;
-    // The run record and the audit log's last checkpoint each wait for the
-    // disk; side by side, the run ends sooner.
-    let runs_dir = crate::runs::dir(&caller.home);
-    let saving = std::thread::spawn(move || record.save(&runs_dir));
-    let audited = record_end(&audit, &report, started);
-    let saved = saving
-        .join()
-        .unwrap_or_else(|_| Err(anyhow!("the thread saving it panicked")));
-    match saved {
-        Ok(path) if verbose => eprintln!("moat: run record {}", path.display()),
-        Ok(_) => {}
-        Err(e) => eprintln!("moat: warning: could not save the run record: {e:#}"),
+    // The end was recorded as the command ended; the sandbox's teardown
+    // may still have hit a limit (see `sandbox::Audit`).
+    if record.ended_by != report.ended_by || record.peak_memory != report.peak_memory {
+        record.ended_by = report.ended_by.clone();
+        record.peak_memory = report.peak_memory;
+        saved = Some(record.save(&runs_dir));
     }
-    if let Err(f) = audited {
+    match saved {
+        Some(Ok(path)) if verbose => eprintln!("moat: run record {}", path.display()),
+        Some(Ok(_)) | None => {}
+        Some(Err(e)) => eprintln!("moat: warning: could not save the run record: {e:#}"),
+    }
+    if let Err(f) = report.end_recorded.clone() {
         eprintln!("moat: {f}");
         return EXIT_MOAT_ERROR;
     }

@@ -646,3 +646,72 @@ sandbox_test! {
         s.moat(r).args(["audit", "verify"]).run().assert_ok();
     }
 }
+
+/// Forks children that exit at once and are never reaped, so the pids
+/// limit is reached and stays reached, and goes on asking for more; the
+/// parent (the command) exits after a moment.
+const FORK_AFTER_EXIT: &str = "
+import os, time
+if os.fork() == 0:
+    while True:
+        try:
+            if os.fork() == 0:
+                os._exit(0)
+        except OSError:
+            pass
+time.sleep(0.3)
+";
+
+/// The end is recorded as soon as the command exits, while init tears the
+/// sandbox down, with the limit counters as they are then; a process left
+/// running may still be refused a fork before the kernel kills it, and
+/// that is recorded after the teardown. Here a background fork loop runs
+/// into the pids limit until the end: the count moat prints, the run
+/// record's and the last `limit` event of the run agree, and the log
+/// verifies.
+#[test]
+fn limits_hit_while_the_sandbox_ends_are_recorded() {
+    let r = Runner::root();
+    let s = Setup::new(&r);
+    let ws = r.workspace();
+    let profile = write_profile(
+        &s.fixtures,
+        &format!("{}.toml", unique("audit-pids-")),
+        "extends = \"default\"\n\n[limits]\npids = 8\n",
+    );
+    let mut m = r.exec(&ws);
+    m.arg("--profile").arg(&profile);
+    s.env(&mut m);
+    let out = m.cmd(["python3", "-c", FORK_AFTER_EXIT]).run();
+    out.assert_ok();
+    let said = out
+        .stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("moat: "))
+        .filter(|l| l.starts_with("the pids limit (8) refused "))
+        .unwrap_or_else(|| panic!("moat did not name the pids limit{out}"))
+        .to_string();
+
+    let entries = s.entries();
+    let run = entries.last().unwrap()["run"].as_str().unwrap().to_string();
+    let ours: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["run"] == run.as_str())
+        .collect();
+    let limits: Vec<&str> = ours
+        .iter()
+        .filter(|e| e["kind"] == "limit")
+        .map(|e| e["data"]["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(limits.last(), Some(&said.as_str()), "{ours:#?}{out}");
+    assert!(ours.iter().any(|e| e["kind"] == "exit"), "{ours:#?}");
+    assert_eq!(ours.last().unwrap()["kind"], "checkpoint", "{ours:#?}");
+    let v = s.moat(&r).args(["audit", "verify"]).run();
+    v.assert_ok().assert_stdout_has("intact");
+
+    let record_path = s.state.path().join("moat/runs").join(format!("{run}.json"));
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(&record_path).unwrap()).unwrap();
+    assert_eq!(record["ended_by"], json!([said]), "{record:#}");
+    assert_eq!(record["exit_code"], 0, "{record:#}");
+}

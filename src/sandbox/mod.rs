@@ -135,6 +135,8 @@ pub struct RunReport {
     /// Init was born in the run's cgroup2 group (clone3 with
     /// CLONE_INTO_CGROUP) rather than moved there.
     pub born_in_cgroup: bool,
+    /// What [`Audit::record_end`] returned (`Ok` without an audit log).
+    pub end_recorded: Result<(), String>,
 }
 
 /// How the command ended, as the supervisor saw it.
@@ -228,6 +230,16 @@ fn clone_into_cgroup(cgroup_dir: std::os::fd::RawFd) -> Result<Forked, Errno> {
     }
 }
 
+/// The lines about limits that the sandbox's teardown still hit: those
+/// of the final report that the end recorded early did not have (a count
+/// that grew is a new line).
+fn late_limits<'a>(
+    recorded: &'a [String],
+    last: &'a [String],
+) -> impl Iterator<Item = &'a String> + 'a {
+    last.iter().filter(move |l| !recorded.contains(l))
+}
+
 /// Makes `recv` on the channel give up with EAGAIN after `t`, or never
 /// again for `None`.
 fn set_recv_timeout(chan: &control::Channel, t: Option<Duration>) {
@@ -266,10 +278,21 @@ fn wait_signal(set: &SigSet, deadline: Option<Instant>) -> Result<Option<Signal>
 /// The run's audit log, and what to record in it before the command can
 /// start: [`run`] calls `record_start` while init builds the sandbox (the
 /// command waits for the supervisor's word, which comes after it).
+///
+/// `record_end` is called once with the run's report. When init reports
+/// the command's exit, that is at once, while init is still tearing the
+/// sandbox down (the limit counters are read then); limits that the
+/// teardown still hits are recorded after it, as `limit` events with a
+/// checkpoint of their own. Otherwise (a timeout, init killed) it is
+/// called once init is gone.
 pub struct Audit<'a> {
     pub recorder: &'a std::sync::Arc<crate::audit::Recorder>,
     pub record_start: Box<dyn FnOnce() -> Result<(), String> + 'a>,
+    pub record_end: RecordEnd<'a>,
 }
+
+/// Records the end of a run in the audit log (see [`Audit`]).
+pub type RecordEnd<'a> = Box<dyn FnOnce(&RunReport) -> Result<(), String> + 'a>;
 
 /// Runs `spec` to completion. Must be called while the process is still
 /// single-threaded: the clone child runs Rust code that may allocate.
@@ -281,10 +304,24 @@ pub fn run(
     prepare_proxy: Option<PrepareProxy>,
     audit: Option<Audit<'_>>,
 ) -> Result<RunReport, RunError> {
-    let (audit, record_start) = match audit {
-        Some(a) => (Some(a.recorder), Some(a.record_start)),
-        None => (None, None),
+    let (recorder, record_start, mut record_end) = match audit {
+        Some(a) => (Some(a.recorder), Some(a.record_start), Some(a.record_end)),
+        None => (None, None, None),
     };
+    let mut report = run_inner(spec, prepare_proxy, recorder, record_start, &mut record_end)?;
+    if let Some(end) = record_end.take() {
+        report.end_recorded = end(&report);
+    }
+    Ok(report)
+}
+
+fn run_inner(
+    spec: &Spec,
+    prepare_proxy: Option<PrepareProxy>,
+    audit: Option<&std::sync::Arc<crate::audit::Recorder>>,
+    record_start: Option<Box<dyn FnOnce() -> Result<(), String> + '_>>,
+    record_end: &mut Option<RecordEnd<'_>>,
+) -> Result<RunReport, RunError> {
     let internal = |what: &str, e: Errno| RunError::Internal(format!("{what}: {}", e.desc()));
     if spec.proxy_port.is_some() != prepare_proxy.is_some() {
         return Err(RunError::Internal(
@@ -487,6 +524,7 @@ pub fn run(
                     peak_memory: None,
                     network: proxy.stop(),
                     born_in_cgroup: v2_joined,
+                    end_recorded: Ok(()),
                 });
             }
             Ok(Some(_)) => {}
@@ -501,6 +539,7 @@ pub fn run(
                     peak_memory: events.memory_peak,
                     network: proxy.stop(),
                     born_in_cgroup: v2_joined,
+                    end_recorded: Ok(()),
                 });
             }
             Err(Errno::EAGAIN) => {}
@@ -518,21 +557,40 @@ pub fn run(
 
     // Init reports the command's status before it exits, and its exit
     // (the teardown of the sandbox's mounts and namespaces) takes a while:
-    // the proxy is stopped as soon as the report comes, while init ends.
-    // Without it the report is read after init's exit, as before.
+    // the proxy is stopped and the end recorded as soon as the report
+    // comes, while init ends. Without SIGIO the report is read after
+    // init's exit.
     let _ = ours.signal_on_input();
     let mut status = None;
     let mut network = None;
-    let mut read_reports = |status: &mut Option<i32>, network: &mut Option<crate::proxy::Stats>| {
-        while let Ok(Some((m, _))) = ours.try_recv() {
-            if let Msg::Exited(s) = m {
+    // The end as recorded early: the limit lines it had, and the result.
+    let mut early: Option<(Vec<String>, Result<(), String>)> = None;
+    let mut read_reports =
+        |status: &mut Option<i32>,
+         network: &mut Option<crate::proxy::Stats>,
+         early: &mut Option<(Vec<String>, Result<(), String>)>| {
+            while let Ok(Some((m, _))) = ours.try_recv() {
+                let Msg::Exited(s) = m else { continue };
                 *status = Some(s);
                 *network = proxy.stop();
+                if let Some(end) = record_end.take() {
+                    let events = group.as_ref().map(|g| g.events()).unwrap_or_default();
+                    let report = RunReport {
+                        outcome: Outcome::Finished(s),
+                        hardening: hardening.clone(),
+                        ended_by: crate::cgroup::ended_by(&spec.limits, &events, Some(s), false),
+                        peak_memory: events.memory_peak,
+                        network: network.clone(),
+                        born_in_cgroup: v2_joined,
+                        end_recorded: Ok(()),
+                    };
+                    let recorded = end(&report);
+                    *early = Some((report.ended_by, recorded));
+                }
             }
-        }
-    };
+        };
     // A report that came before the kernel was asked to say so.
-    read_reports(&mut status, &mut network);
+    read_reports(&mut status, &mut network, &mut early);
 
     let raw = master.as_ref().and_then(|_| pty::RawMode::enter());
     let output = match &master {
@@ -561,7 +619,7 @@ pub fn run(
                 Ok(WaitStatus::Signaled(_, s, _)) => break s as i32,
                 _ => {}
             },
-            Signal::SIGIO => read_reports(&mut status, &mut network),
+            Signal::SIGIO => read_reports(&mut status, &mut network, &mut early),
             Signal::SIGWINCH if master.is_some() => pty::sync_window_size(master.as_ref().unwrap()),
             other => {
                 let _ = kill(child, other);
@@ -612,6 +670,19 @@ pub fn run(
             )))
         }
     };
+    let end_recorded = match early {
+        Some((recorded, Ok(()))) => {
+            let late: Vec<(&str, serde_json::Value)> = late_limits(&recorded, &ended_by)
+                .map(|l| ("limit", serde_json::json!({ "reason": l })))
+                .collect();
+            match (audit, late.is_empty()) {
+                (Some(a), false) => a.finish_with(&late),
+                _ => Ok(()),
+            }
+        }
+        Some((_, Err(e))) => Err(e),
+        None => Ok(()),
+    };
     Ok(RunReport {
         outcome,
         hardening,
@@ -619,5 +690,28 @@ pub fn run(
         peak_memory: events.memory_peak,
         network: network.or_else(|| proxy.stop()),
         born_in_cgroup: v2_joined,
+        end_recorded,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn late_limits_are_what_the_early_end_did_not_say() {
+        let early = vec!["the pids limit (8) refused 3 forks".to_string()];
+        let same = early.clone();
+        assert_eq!(late_limits(&early, &same).count(), 0);
+        let more = vec![
+            "the memory limit (1 MiB) was reached: the kernel killed a process in the sandbox"
+                .to_string(),
+            "the pids limit (8) refused 5 forks".to_string(),
+        ];
+        assert_eq!(
+            late_limits(&early, &more).collect::<Vec<_>>(),
+            vec![&more[0], &more[1]]
+        );
+        assert_eq!(late_limits(&[], &early).count(), 1);
+    }
 }
