@@ -1526,3 +1526,29 @@ async fn moat_proxy_serve_and_moat_log() {
     assert_eq!(missing.status.code(), Some(125));
     assert!(String::from_utf8_lossy(&missing.stderr).starts_with("moat: "));
 }
+
+/// A proxy stopped before any client came (most sandbox runs) says so at
+/// once: no line in its log, zero counts, and whoever connects afterwards
+/// is served nothing.
+#[test]
+fn a_proxy_stopped_unused_logs_nothing_and_serves_no_one_after() {
+    let mut p = Setup::allow(&["plain.moat.test".to_string()]).start();
+    let addr = p.addr;
+    let (entries, text, stats) = p.finish();
+    assert!(entries.is_empty(), "{text}");
+    assert_eq!((stats.requests, stats.denied), (0, 0));
+    if let Ok(mut tcp) = std::net::TcpStream::connect(addr) {
+        use std::io::{Read, Write};
+        tcp.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let _ =
+            tcp.write_all(b"GET http://plain.moat.test/ HTTP/1.1\r\nHost: plain.moat.test\r\n\r\n");
+        let mut got = Vec::new();
+        let _ = tcp.read_to_end(&mut got);
+        assert!(
+            got.is_empty(),
+            "a stopped proxy answered: {}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&p.log).unwrap(), "");
+}

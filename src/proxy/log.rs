@@ -122,6 +122,14 @@ impl Writer {
     }
 }
 
+impl Writer {
+    /// For a log that was sent nothing: its thread ends by itself once
+    /// every sender is gone, and is not waited for.
+    pub fn forget(&mut self) {
+        self.running = false;
+    }
+}
+
 impl Drop for Writer {
     fn drop(&mut self) {
         self.finish();

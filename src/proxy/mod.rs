@@ -121,6 +121,38 @@ pub struct Handle {
     writer: log::Writer,
     sink: Arc<Sink>,
     addr: SocketAddr,
+    gate: Arc<Gate>,
+}
+
+/// Which accepted connections the proxy serves: none once it is told to
+/// stop. A stop that finds that none was ever served knows, without a
+/// round trip through the proxy's threads, that no request can be logged
+/// any more: the common run that makes no request ends sooner.
+#[derive(Default)]
+struct Gate(std::sync::Mutex<Admitted>);
+
+#[derive(Default)]
+struct Admitted {
+    closed: bool,
+    count: u64,
+}
+
+impl Gate {
+    /// Takes a just-accepted connection, unless the proxy is stopping.
+    fn admit(&self) -> bool {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if !g.closed {
+            g.count += 1;
+        }
+        !g.closed
+    }
+
+    /// Lets no more in; says whether none ever came.
+    fn close(&self) -> bool {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        g.closed = true;
+        g.count == 0
+    }
 }
 
 /// What the proxy saw over a run.
@@ -195,6 +227,7 @@ pub struct Ready {
     drained: std::sync::mpsc::Receiver<()>,
     writer: log::Writer,
     sink: Arc<Sink>,
+    gate: Arc<Gate>,
 }
 
 fn prepare(
@@ -244,6 +277,8 @@ fn prepare(
     let (listener_tx, listener_rx) = std::sync::mpsc::channel::<std::net::TcpListener>();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let (drained_tx, drained) = std::sync::mpsc::channel::<()>();
+    let gate = Arc::new(Gate::default());
+    let admit = Arc::clone(&gate);
     let thread = std::thread::Builder::new()
         .name("moat-proxy".into())
         .spawn(move || {
@@ -277,7 +312,13 @@ fn prepare(
             };
             let _ = ready_tx.send(Ok(()));
             let ours = Arc::clone(&shared);
-            rt.block_on(accept_loop(listener, shared, stop_rx, max_connections));
+            rt.block_on(accept_loop(
+                listener,
+                shared,
+                stop_rx,
+                max_connections,
+                admit,
+            ));
             // A task that may still make a record holds `Shared`; one
             // that holds a record (a spliced upgrade) may not. With neither
             // left, every log line is sent, and the run need not wait for
@@ -299,6 +340,7 @@ fn prepare(
         drained,
         writer,
         sink,
+        gate,
     })
 }
 
@@ -315,6 +357,7 @@ impl Ready {
             drained,
             writer,
             sink,
+            gate,
         } = self;
         let died = || io::Error::other("the proxy thread died while starting");
         if listener_tx.send(listener).is_err() {
@@ -339,6 +382,7 @@ impl Ready {
             writer,
             sink,
             addr,
+            gate,
         })
     }
 }
@@ -361,6 +405,7 @@ async fn accept_loop(
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
     max_connections: usize,
+    gate: Arc<Gate>,
 ) {
     let slots = Arc::new(Semaphore::new(max_connections));
     let mut conns = JoinSet::new();
@@ -374,6 +419,10 @@ async fn accept_loop(
             tokio::select! {
                 r = listener.accept() => match r {
                     Ok((tcp, _peer)) => {
+                        if !gate.admit() {
+                            // Stopping: dropped unserved, and unlogged.
+                            break 'accepting;
+                        }
                         conns.spawn(connection(Arc::clone(&shared), tcp, slot, stop.clone()));
                         continue 'accepting;
                     }
@@ -445,7 +494,15 @@ impl Handle {
     }
 
     fn stop(&mut self) {
+        let served_none = self.gate.close();
         let _ = self.stop.send(true);
+        if served_none {
+            // No connection, so no record: nothing is left to log, and
+            // the proxy's threads wind down by themselves.
+            self.running = false;
+            self.writer.forget();
+            return;
+        }
         if std::mem::take(&mut self.running) {
             // Ends early when the thread dies: its sender goes with it.
             let _ = self.drained.recv();
@@ -470,4 +527,22 @@ impl Drop for Handle {
 /// afterwards, so the caller may await more).
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Gate;
+
+    #[test]
+    fn the_gate_says_whether_any_connection_was_served() {
+        let g = Gate::default();
+        assert!(g.close(), "nothing came: the stop need not wait");
+        assert!(!g.admit(), "closed: a late connection is not served");
+        assert!(g.close());
+
+        let g = Gate::default();
+        assert!(g.admit());
+        assert!(!g.close(), "one was served: the stop waits for its record");
+        assert!(!g.admit());
+    }
 }
