@@ -122,6 +122,11 @@ pub struct Handle {
     sink: Arc<Sink>,
     addr: SocketAddr,
     gate: Arc<Gate>,
+    /// Until [`Handle::started`]: the word from the proxy's thread.
+    starting: Option<(
+        std::sync::mpsc::Receiver<io::Result<()>>,
+        std::thread::JoinHandle<()>,
+    )>,
 }
 
 /// Which accepted connections the proxy serves: none once it is told to
@@ -213,7 +218,9 @@ fn spawn_inner(
     opts: Options,
     audit: Option<Arc<crate::audit::Recorder>>,
 ) -> io::Result<Handle> {
-    prepare(cfg, opts, audit)?.serve(listener)
+    let mut h = prepare(cfg, opts, audit)?.serve(listener)?;
+    h.started()?;
+    Ok(h)
 }
 
 /// A proxy with everything in place but the socket it accepts on. Dropped
@@ -345,7 +352,10 @@ fn prepare(
 }
 
 impl Ready {
-    /// Starts accepting on `listener`; returns once the proxy does.
+    /// Hands `listener` to the proxy's thread, which accepts on it as soon
+    /// as its runtime is up; [`Handle::started`] says when it is (or why
+    /// it never will be). Connections made before wait in the listener's
+    /// backlog.
     pub fn serve(self, listener: std::net::TcpListener) -> io::Result<Handle> {
         let addr = listener.local_addr()?;
         listener.set_nonblocking(true)?;
@@ -359,21 +369,9 @@ impl Ready {
             sink,
             gate,
         } = self;
-        let died = || io::Error::other("the proxy thread died while starting");
         if listener_tx.send(listener).is_err() {
             let _ = thread.join();
             return Err(died());
-        }
-        match ready_rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                let _ = thread.join();
-                return Err(e);
-            }
-            Err(_) => {
-                let _ = thread.join();
-                return Err(died());
-            }
         }
         Ok(Handle {
             stop,
@@ -383,8 +381,13 @@ impl Ready {
             sink,
             addr,
             gate,
+            starting: Some((ready_rx, thread)),
         })
     }
+}
+
+fn died() -> io::Error {
+    io::Error::other("the proxy thread died while starting")
 }
 
 /// The supervisor waits for its signals synchronously and forwards them to
@@ -491,6 +494,19 @@ impl Handle {
             requests: self.sink.requests.load(Relaxed),
             denied: self.sink.denied.load(Relaxed),
         }
+    }
+
+    /// Returns once the proxy accepts on its listener, or why it cannot.
+    pub fn started(&mut self) -> io::Result<()> {
+        let Some((ready, thread)) = self.starting.take() else {
+            return Ok(());
+        };
+        let r = ready.recv().unwrap_or_else(|_| Err(died()));
+        if r.is_err() {
+            self.running = false;
+            let _ = thread.join();
+        }
+        r
     }
 
     fn stop(&mut self) {

@@ -331,15 +331,24 @@ fn run_inner(
     // Declared before anything that waits for init, so that it is dropped
     // (the proxy stopped) only after the command is gone.
     let mut proxy = ProxyGuard(None);
-    // Made (with its limits) before init exists, so that a failure stops
-    // the run before anything is built; init is put in it before it starts
-    // the command. Dropping it removes it, on every path out of this
-    // function, after init is reaped.
-    let group = if spec.limits.needs_group() {
-        Some(
-            cgroup::RunGroup::create(&spec.limits)
-                .map_err(|e| RunError::Setup(format!("creating the run's cgroup: {e}")))?,
-        )
+    // With a cgroup2 site, made (with its limits) before init exists, so
+    // that init is born in it. Without one (cgroup v1 only), made while
+    // init builds the file system, where it costs no time: init is moved
+    // in then anyway. Either way init is in it before it starts the
+    // command, and a failure kills init before anything runs. Dropping it
+    // removes it, on every path out of this function, after init is
+    // reaped.
+    let create_group = || {
+        cgroup::RunGroup::create(&spec.limits)
+            .map_err(|e| RunError::Setup(format!("creating the run's cgroup: {e}")))
+    };
+    let born_in_group = spec
+        .limits
+        .sites
+        .iter()
+        .any(|s| s.version == crate::cgroup::Version::V2);
+    let mut group = if spec.limits.needs_group() && born_in_group {
+        Some(create_group()?)
     } else {
         None
     };
@@ -430,6 +439,9 @@ fn run_inner(
         .map(|ms| Instant::now() + Duration::from_millis(ms));
     // Both while init builds the file system on another core. Init waits
     // for the Go before it starts the command.
+    if group.is_none() && spec.limits.needs_group() {
+        group = Some(create_group().map_err(fail)?);
+    }
     if let Some(g) = &group {
         g.attach(child, v2_joined).map_err(|e| {
             fail(RunError::Setup(format!(
@@ -468,10 +480,15 @@ fn run_inner(
                     Ok(h) => proxy.0 = Some(h),
                     Err(e) => return Err(fail(RunError::Proxy(e))),
                 }
-                // Init holds the command back until this.
-
+                // Init holds the command back until this. The proxy's
+                // runtime may still be starting: the command's first
+                // connections wait in the socket's backlog meanwhile, and
+                // a proxy that never starts ends the run right here.
                 ours.send(&Msg::Go)
                     .map_err(|e| fail(internal("control channel", e)))?;
+                if let Some(Err(e)) = proxy.0.as_mut().map(|h| h.started()) {
+                    return Err(fail(RunError::Proxy(e.to_string())));
+                }
             }
             Ok(Some((Msg::Hardened(json), _))) => {
                 hardening = serde_json::from_str(&json).unwrap_or_default();
