@@ -3,8 +3,8 @@
 //! After the clone, init builds the file system while the supervisor opens
 //! the audit log, joins the cgroup and starts the proxy: two busy threads.
 //! The kernel often puts a new child on its parent's CPU, and then one of
-//! them waits for the other (measured on a 2-CPU machine: in about half of
-//! the runs, ~0.5 ms lost to it). So init leaves the supervisor's CPU for
+//! them waits for the other (measured on a 2-CPU machine: in 38 of 100
+//! runs, ~0.5 ms lost each time). So init leaves the supervisor's CPU for
 //! the build, and takes back every CPU it was allowed before it starts the
 //! command: the command runs with the same CPUs as the caller.
 
