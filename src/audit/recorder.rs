@@ -147,7 +147,9 @@ impl Recorder {
         *lock(&self.target) = Some(unsafe { OwnedFd::from_raw_fd(fd as i32) });
         // Init exists: the signing key no longer needs wiping between
         // checkpoints.
-        lock(&self.log).keep_signing_key();
+        lock(&self.log)
+            .keep_signing_key()
+            .map_err(|e| format!("{e:#}"))?;
         let (tx, rx) = mpsc::channel::<()>();
         let me = Arc::downgrade(self);
         let thread = std::thread::Builder::new()

@@ -157,9 +157,16 @@ impl Log {
         &self.path
     }
 
-    /// From now on the signing key stays loaded between checkpoints.
-    pub fn keep_signing_key(&mut self) {
+    /// From now on the signing key stays loaded between checkpoints. It is
+    /// loaded now, so that a key that cannot be read stops the run before
+    /// the command starts, and the run's last checkpoint does not wait for
+    /// the file.
+    pub fn keep_signing_key(&mut self) -> Result<()> {
         self.keep_signing = true;
+        if self.signing.is_none() {
+            self.signing = Some(sign::load_signing(&self.data_dir)?);
+        }
+        Ok(())
     }
 
     /// Appends `events` for `run`, with checkpoints as the policy wants
