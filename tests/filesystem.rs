@@ -316,6 +316,38 @@ sandbox_test! {
 }
 
 sandbox_test! {
+    /// A mask can be neither written nor used to smuggle in a setuid
+    /// binary or a device: each is a read-only, nosuid, nodev mount.
+    fn masks_are_read_only_nosuid_nodev(r: &Runner) {
+        let ws = r.workspace();
+        let out = r.sh(
+            &ws,
+            r#"
+            for m in /etc/shadow /etc/ssh; do
+                awk -v m="$m" '$5 == m { print "OPTS " m " " $6 }' /proc/self/mountinfo
+            done
+            (echo x > /etc/shadow) 2>/dev/null && echo WROTE-FILE
+            touch /etc/ssh/x 2>/dev/null && echo WROTE-DIR
+            echo DONE
+            "#,
+        );
+        out.assert_ok().assert_stdout_has("DONE");
+        assert!(!out.stdout.contains("WROTE"), "{out}");
+        for m in ["/etc/shadow", "/etc/ssh"] {
+            let line = out
+                .stdout
+                .lines()
+                .find(|l| l.starts_with(&format!("OPTS {m} ")))
+                .unwrap_or_else(|| panic!("no mount on {m}{out}"));
+            let opts: Vec<&str> = line.rsplit(' ').next().unwrap().split(',').collect();
+            for want in ["ro", "nosuid", "nodev"] {
+                assert!(opts.contains(&want), "{m} lacks {want}: {line}{out}");
+            }
+        }
+    }
+}
+
+sandbox_test! {
     /// What is hidden stays hidden when the command (root in its user
     /// namespace, in root's case) unmounts the masks and the empty $HOME,
     /// directly or in a mount namespace of its own.

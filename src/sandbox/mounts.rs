@@ -289,8 +289,9 @@ pub fn build_root(plan: &Plan, want_pty: bool) -> Result<Built> {
         std::fs::create_dir(format!("{SCRATCH}/{d}"))
             .map_err(|e| MountError(format!("creating {SCRATCH}/{d}: {e}")))?;
     }
-    std::fs::write(format!("{SCRATCH}/empty-file"), b"")
-        .and_then(|_| std::fs::create_dir(format!("{SCRATCH}/empty-dir")))
+    std::fs::create_dir(format!("{SCRATCH}/masks"))
+        .and_then(|_| std::fs::write(format!("{SCRATCH}/masks/empty-file"), b""))
+        .and_then(|_| std::fs::create_dir(format!("{SCRATCH}/masks/empty-dir")))
         .map_err(|e| MountError(format!("creating mask sources: {e}")))?;
     mount(
         Some("tmpfs"),
@@ -304,6 +305,19 @@ pub fn build_root(plan: &Plan, want_pty: bool) -> Result<Built> {
     pivot_root(".", "oldroot").map_err(|e| err("pivot_root to scratch", e))?;
     chdir("/").map_err(|e| err("chdir /", e))?;
     let proc_root = "/oldroot/proc";
+    // The masks' sources sit on a read-only, nosuid, nodev mount of their
+    // own: a bind mount takes its source mount's flags, so every mask is
+    // born read-only and needs no remount of its own.
+    mount(Some("/masks"), "/masks", NONE, MsFlags::MS_BIND, NONE)
+        .map_err(|e| err("binding the mask sources", e))?;
+    mount(
+        NONE,
+        "/masks",
+        NONE,
+        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | fs_flags,
+        NONE,
+    )
+    .map_err(|e| err("making the mask sources read-only", e))?;
 
     let open_root = || {
         open(
@@ -370,9 +384,10 @@ pub fn build_root(plan: &Plan, want_pty: bool) -> Result<Built> {
             Step::Mask { kind, .. } => {
                 let fd = walk(&root, &rel, None, dst)?;
                 let empty = match kind {
-                    Kind::Dir => "/empty-dir",
-                    Kind::File => "/empty-file",
+                    Kind::Dir => "/masks/empty-dir",
+                    Kind::File => "/masks/empty-file",
                 };
+                // Read-only, nosuid and nodev from its source (above).
                 mount(
                     Some(empty),
                     proc_fd(proc_root, &fd).as_str(),
@@ -381,7 +396,6 @@ pub fn build_root(plan: &Plan, want_pty: bool) -> Result<Built> {
                     NONE,
                 )
                 .map_err(|e| err(format!("masking {}", dst.display()), e))?;
-                restrict(&root, &rel, dst, proc_root, true, true)?;
             }
         }
     }
