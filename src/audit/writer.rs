@@ -88,10 +88,9 @@ pub struct Log {
     public_hex: String,
     tip: Option<Tip>,
     pub checkpoint_every: u64,
-    /// Read at a checkpoint; kept for the next only once
-    /// [`Log::keep_signing_key`] says so (after the sandbox's init is
-    /// cloned, so that no process of the sandbox ever holds it), wiped
-    /// after use until then.
+    /// Read at a checkpoint, and wiped after it, until
+    /// [`Log::keep_signing_key`] (after the sandbox's init is cloned, so
+    /// that no process of the sandbox ever holds it) reads it to keep.
     signing: Option<ed25519_dalek::SigningKey>,
     keep_signing: bool,
 }

@@ -120,9 +120,7 @@ impl Writer {
             let _ = done_rx.recv();
         }
     }
-}
 
-impl Writer {
     /// For a log that was sent nothing: its thread ends by itself once
     /// every sender is gone, and is not waited for.
     pub fn forget(&mut self) {

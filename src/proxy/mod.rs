@@ -139,16 +139,14 @@ struct Gate(std::sync::Mutex<Admitted>);
 #[derive(Default)]
 struct Admitted {
     closed: bool,
-    count: u64,
+    any: bool,
 }
 
 impl Gate {
     /// Takes a just-accepted connection, unless the proxy is stopping.
     fn admit(&self) -> bool {
         let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if !g.closed {
-            g.count += 1;
-        }
+        g.any |= !g.closed;
         !g.closed
     }
 
@@ -156,7 +154,7 @@ impl Gate {
     fn close(&self) -> bool {
         let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
         g.closed = true;
-        g.count == 0
+        !g.any
     }
 }
 

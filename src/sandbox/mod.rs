@@ -582,32 +582,29 @@ fn run_inner(
     let mut network = None;
     // The end as recorded early: the limit lines it had, and the result.
     let mut early: Option<(Vec<String>, Result<(), String>)> = None;
-    let mut read_reports =
-        |status: &mut Option<i32>,
-         network: &mut Option<crate::proxy::Stats>,
-         early: &mut Option<(Vec<String>, Result<(), String>)>| {
-            while let Ok(Some((m, _))) = ours.try_recv() {
-                let Msg::Exited(s) = m else { continue };
-                *status = Some(s);
-                *network = proxy.stop();
-                if let Some(end) = record_end.take() {
-                    let events = group.as_ref().map(|g| g.events()).unwrap_or_default();
-                    let report = RunReport {
-                        outcome: Outcome::Finished(s),
-                        hardening: hardening.clone(),
-                        ended_by: crate::cgroup::ended_by(&spec.limits, &events, Some(s), false),
-                        peak_memory: events.memory_peak,
-                        network: network.clone(),
-                        born_in_cgroup: v2_joined,
-                        end_recorded: Ok(()),
-                    };
-                    let recorded = end(&report);
-                    *early = Some((report.ended_by, recorded));
-                }
+    let mut read_reports = || {
+        while let Ok(Some((m, _))) = ours.try_recv() {
+            let Msg::Exited(s) = m else { continue };
+            status = Some(s);
+            network = proxy.stop();
+            if let Some(end) = record_end.take() {
+                let events = group.as_ref().map(|g| g.events()).unwrap_or_default();
+                let report = RunReport {
+                    outcome: Outcome::Finished(s),
+                    hardening: hardening.clone(),
+                    ended_by: crate::cgroup::ended_by(&spec.limits, &events, Some(s), false),
+                    peak_memory: events.memory_peak,
+                    network: network.clone(),
+                    born_in_cgroup: v2_joined,
+                    end_recorded: Ok(()),
+                };
+                let recorded = end(&report);
+                early = Some((report.ended_by, recorded));
             }
-        };
+        }
+    };
     // A report that came before the kernel was asked to say so.
-    read_reports(&mut status, &mut network, &mut early);
+    read_reports();
 
     let raw = master.as_ref().and_then(|_| pty::RawMode::enter());
     let output = match &master {
@@ -636,7 +633,7 @@ fn run_inner(
                 Ok(WaitStatus::Signaled(_, s, _)) => break s as i32,
                 _ => {}
             },
-            Signal::SIGIO => read_reports(&mut status, &mut network, &mut early),
+            Signal::SIGIO => read_reports(),
             Signal::SIGWINCH if master.is_some() => pty::sync_window_size(master.as_ref().unwrap()),
             other => {
                 let _ = kill(child, other);
